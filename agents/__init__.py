@@ -1,0 +1,1 @@
+"""Processing stages of the engine, one module per stage."""

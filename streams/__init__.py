@@ -1,0 +1,1 @@
+"""Core of the streaming real-world-evidence engine: settings, topics, codecs, state, CLI."""

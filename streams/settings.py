@@ -1,0 +1,194 @@
+"""Engine settings: one object, read once from the environment (``RWE_*``) and CLI flags.
+
+Each setting is declared once below with its environment variable, default and
+meaning; the README's configuration table is generated from the same declarations
+(``rwe config``). Secrets are masked in ``repr`` and logs.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import MISSING, dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from streams.errors import ConfigError
+
+PRODUCTION = "production"
+DEV = "dev"
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``text``: ``90``, ``90s``, ``15m``, ``12h``, ``30d``, ``250ms``."""
+    match = _DURATION.match(text)
+    if not match:
+        raise ValueError(f"{text!r} is not a duration like 30s, 15m, 12h or 30d")
+    return float(match.group(1)) * _UNIT_SECONDS[match.group(2) or "s"]
+
+
+def _setting(env: str, doc: str, secret: bool = False, **kw: Any) -> Any:
+    return field(metadata={"env": env, "doc": doc, "secret": secret}, **kw)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the engine's processes read; see ``rwe config`` for the table."""
+
+    mode: str = _setting("RWE_MODE", "`production` refuses to start without a pseudonymisation key; "
+                         "`dev` generates a throw-away key and says so.", default=PRODUCTION)
+    broker: str = _setting("RWE_BROKER", "Kafka bootstrap servers, host:port[,host:port].",
+                           default="localhost:9092")
+    schema_registry_url: str | None = _setting(
+        "RWE_SCHEMA_REGISTRY_URL", "Confluent-compatible schema registry; when set, the engine "
+        "writes Confluent framing and resolves schema ids there. Unset: Avro single-object "
+        "encoding resolved against schemas/.", default=None)
+    topic_prefix: str = _setting("RWE_TOPIC_PREFIX", "Prefix of every topic the engine uses.",
+                                 default="rwe.")
+    partitions: int = _setting("RWE_PARTITIONS", "Partitions of topics the engine creates.", default=4)
+    replication_factor: int = _setting("RWE_REPLICATION_FACTOR", "Replication factor of created topics.",
+                                       default=1)
+    pseudonym_key: str | None = _setting(
+        "RWE_PSEUDONYM_KEY", "HMAC-SHA256 key for patient and encounter pseudonyms (>= 32 chars).",
+        secret=True, default=None, repr=False)
+    pseudonym_key_file: Path | None = _setting(
+        "RWE_PSEUDONYM_KEY_FILE", "File holding the pseudonymisation key (e.g. a mounted secret).",
+        default=None)
+    sites_file: Path | None = _setting("RWE_SITES_FILE", "TOML list of sites with region, country and "
+                                       "time zone; default: the demo network.", default=None)
+    group_id: str = _setting("RWE_GROUP_ID", "Consumer group of the engine's workers.", default="rwe-engine")
+    session_timeout_ms: int = _setting(
+        "RWE_SESSION_TIMEOUT_MS", "Consumer session timeout. Tansu answers a group join after half of "
+        "it, so the demo and tests use 6000.", default=10000)
+    batch_size: int = _setting("RWE_BATCH_SIZE", "Most Kafka messages a stage takes per batch.", default=2000)
+    batch_wait: float = _setting("RWE_BATCH_WAIT", "Longest a stage waits to fill a batch.", default=0.02)
+    min_cell_count: int = _setting("RWE_MIN_CELL_COUNT", "Published counts below this are suppressed "
+                                   "(OHDSI 5; PCORnet 11).", default=5)
+    cell_rounding: int = _setting("RWE_CELL_ROUNDING", "Round published counts up to a multiple of this "
+                                  "(EHDEN: 100); 0 is off.", default=0)
+    allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
+                                       "e.g. 2d.", default=2 * 86400.0)
+    dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
+                                     "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
+    future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
+                                       "recorded time, or a record after now (clock skew).", default=3600.0)
+    metrics_port: int = _setting("RWE_METRICS_PORT", "Port of the /metrics endpoint; 0 is off.", default=9464)
+    log_level: str = _setting("RWE_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
+    kafka: Mapping[str, str] = _setting(
+        "RWE_KAFKA_*", "Passed to every Kafka client: RWE_KAFKA_SECURITY_PROTOCOL=SASL_SSL becomes "
+        "security.protocol. Values of keys naming a password or secret are masked.",
+        default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._validate()
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str], **overrides: Any) -> Settings:
+        """Settings from ``env`` (pass ``os.environ``), then ``overrides`` from CLI flags."""
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            name = f.metadata["env"]
+            if f.name == "kafka":
+                values["kafka"] = {k[len("RWE_KAFKA_"):].lower().replace("_", "."): v
+                                   for k, v in env.items() if k.startswith("RWE_KAFKA_")}
+            elif name in env and env[name] != "":
+                values[f.name] = _convert(f.name, name, env[name], f.type)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def _validate(self) -> None:
+        if self.mode not in (PRODUCTION, DEV):
+            raise ConfigError(f"RWE_MODE must be {PRODUCTION} or {DEV}, not {self.mode!r}")
+        if not re.match(r"^[A-Za-z0-9._-]*$", self.topic_prefix):
+            raise ConfigError(f"RWE_TOPIC_PREFIX {self.topic_prefix!r} may hold only letters, digits, . _ -")
+        for name, minimum in (("partitions", 1), ("replication_factor", 1), ("batch_size", 1),
+                              ("min_cell_count", 1), ("session_timeout_ms", 1000)):
+            if getattr(self, name) < minimum:
+                raise ConfigError(f"{_env_of(name)} must be at least {minimum}, not {getattr(self, name)}")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"RWE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
+        if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:
+            raise ConfigError("RWE_PSEUDONYM_KEY must be at least 32 characters")
+
+    def resolve_key(self) -> tuple[bytes, bool]:
+        """The pseudonymisation key and whether it is a generated dev key.
+
+        Production refuses to run without one: pseudonyms from a throw-away key
+        cannot be linked across restarts, so outcomes would silently split.
+        """
+        if self.pseudonym_key:
+            return self.pseudonym_key.encode(), False
+        if self.pseudonym_key_file:
+            try:
+                key = Path(self.pseudonym_key_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"RWE_PSEUDONYM_KEY_FILE {self.pseudonym_key_file}: {exc.strerror}") from None
+            if len(key) < 32:
+                raise ConfigError(f"RWE_PSEUDONYM_KEY_FILE {self.pseudonym_key_file}: key shorter than 32 characters")
+            return key.encode(), False
+        if self.mode == DEV:
+            return secrets.token_hex(32).encode(), True
+        raise ConfigError("no pseudonymisation key: set RWE_PSEUDONYM_KEY or RWE_PSEUDONYM_KEY_FILE "
+                          "(or RWE_MODE=dev for a throw-away key)")
+
+    def topic(self, name: str) -> str:
+        """Full name of an engine topic, e.g. ``events.raw`` -> ``rwe.events.raw``."""
+        return f"{self.topic_prefix}{name}"
+
+    def kafka_config(self, **extra: Any) -> dict[str, Any]:
+        """Client configuration for confluent-kafka: bootstrap servers, passthrough, ``extra``."""
+        return {"bootstrap.servers": self.broker, **self.kafka, **extra}
+
+    def with_(self, **changes: Any) -> Settings:
+        return replace(self, **changes)
+
+    def __repr__(self) -> str:
+        shown = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.metadata["secret"] and value is not None:
+                value = "***"
+            elif f.name == "kafka":
+                value = {k: ("***" if _is_secret_key(k) else v) for k, v in value.items()}
+            shown.append(f"{f.name}={value!r}")
+        return f"Settings({', '.join(shown)})"
+
+    __str__ = __repr__
+
+
+def _is_secret_key(key: str) -> bool:
+    return any(word in key for word in ("password", "secret", "key", "token"))
+
+
+def _env_of(name: str) -> str:
+    return next(f.metadata["env"] for f in fields(Settings) if f.name == name)
+
+
+def _convert(name: str, env_name: str, raw: str, type_: Any) -> Any:
+    kind = str(type_)
+    try:
+        if name in ("allowed_lateness", "dedupe_horizon", "future_tolerance", "batch_wait"):
+            return parse_duration(raw)
+        if kind.startswith("int"):
+            if not raw.strip().lstrip("-").isdigit():
+                raise ValueError("not a whole number")
+            return int(raw)
+        if "Path" in kind:
+            return Path(raw)
+    except ValueError as exc:
+        raise ConfigError(f"{env_name}={raw!r}: {exc}") from None
+    return raw
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(environment variable, default, meaning) of every setting, for docs and ``rwe config``."""
+    rows = []
+    for f in fields(Settings):
+        default = "" if f.default is MISSING else f.default
+        rows.append((f.metadata["env"], "" if default is None else str(default), f.metadata["doc"]))
+    return rows
