@@ -47,7 +47,7 @@ def raw_schema(name: str, directory: Path | None = None) -> dict[str, Any]:
     path = (directory or schemas_dir()) / f"{name}.avsc"
     if not path.is_file():
         raise FileNotFoundError(f"no schema {name!r}: {path} does not exist")
-    loaded = fastavro.schema.load_schema(str(path), _write_hint=False)
+    loaded: Any = fastavro.schema.load_schema(str(path), _write_hint=False)
     return copy.deepcopy(dict(loaded))
 
 

@@ -74,7 +74,8 @@ class SchemaStore:
 
 def _load_file(path: Path) -> dict[str, Any]:
     """A historical schema file, with named types of the current folder inlined."""
-    return dict(fastavro.schema.expand_schema(_inline(json.loads(path.read_text()))))
+    expanded: Any = fastavro.schema.expand_schema(_inline(json.loads(path.read_text())))
+    return dict(expanded)
 
 
 _TYPE_KEYS = ("type", "items", "values", "fields")
@@ -186,12 +187,13 @@ class Decoder:
         writer = _parse_plain(writer_schema)
         reader = None if schemas.canonical_form(writer_schema) == self._reader_canonical else self._reader
         records: list[dict[str, Any]] = []
+        block: Any
         for block in blocks:
             # Decoding block bytes with the logical-type-free writer keeps timestamps
             # as integers, like the single-record paths.
             buf = block.bytes_  # a BytesIO of the block, already decompressed
             for _ in range(block.num_records):
-                records.append(fastavro.schemaless_reader(buf, writer, reader))
+                records.append(fastavro.schemaless_reader(buf, writer, reader))  # type: ignore[arg-type]
             if buf.tell() != len(buf.getbuffer()):
                 raise DecodeError("undecodable", "container block has trailing bytes")
         return records

@@ -1,0 +1,206 @@
+"""Normalise stage: events.raw -> events.normalised (+ events.dlq).
+
+Per batch: decode every message itself (single records, Confluent-framed records
+and Avro containers alike; a decode error is a dead letter, never an exception
+that ends the stage), validate and normalise each event, drop duplicates by
+(site, event id), and publish the normalised events keyed by patient pseudonym.
+Dedupe state is per input partition, persisted through a batched changelog. So
+that resends are recognised, producers key raw records by site (or anything
+stable per event): a resend must land on the same raw partition.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer
+
+from streams import schemas, topics, wire
+from streams.changelog import ChangelogWriter, restore
+from streams.clinical import ClinicalNormaliser
+from streams.clock import now_us
+from streams.codes import CodeMap
+from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore
+from streams.dlq import Rejected, Rejection, dead_letter
+from streams.engine import Engine
+from streams.metrics import EngineMetrics
+from streams.pseudonym import Pseudonymiser
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+STAGE = "normalise"
+
+
+def content_digest(event: dict[str, Any]) -> int:
+    """Stable 63-bit digest of a decoded event, so a resend in another framing still matches."""
+    return int.from_bytes(hashlib.blake2b(repr(sorted(event.items())).encode(), digest_size=8).digest()) >> 1
+
+
+class NormaliseStage:
+    """The normaliser as a batch stage of :class:`streams.runner.StageRunner`."""
+
+    name = STAGE
+
+    def __init__(self, settings: Settings, normaliser: ClinicalNormaliser, metrics: EngineMetrics,
+                 decoder: wire.Decoder, encoder: wire.Encoder, dlq_encoder: wire.Encoder,
+                 consumer_factory: Callable[[], Consumer], producer: Producer | None = None) -> None:
+        self.settings = settings
+        self.normaliser = normaliser
+        self.metrics = metrics
+        self.decoder = decoder
+        self.encoder = encoder
+        self.dlq_encoder = dlq_encoder
+        self.raw_topic = settings.topic(topics.RAW)
+        self.out_topic = settings.topic(topics.NORMALISED)
+        self.dlq_topic = settings.topic(topics.DLQ)
+        self.changelog_topic = settings.topic(topics.DEDUPE_CHANGELOG)
+        self._consumer_factory = consumer_factory
+        self._stores: dict[int, DedupeStore] = {}
+        self._horizon_us = int(settings.dedupe_horizon * 1_000_000)
+        self._changelog: ChangelogWriter | None = None
+        self._delta_encoder = wire.Encoder("rwe.internal.DedupeDelta")
+        self._delta_decoder = wire.Decoder("rwe.internal.DedupeDelta")
+        self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
+        m = metrics
+        self._events_in = m.events_in.labels(STAGE)
+        self._events_out = m.events_out.labels(STAGE)
+        self._beyond_horizon = m.beyond_dedupe_horizon.labels(STAGE)
+        self._state_entries = m.state_entries.labels(STAGE)
+        self._watermark = m.watermark.labels(STAGE)
+
+    # --- partition ownership -------------------------------------------------
+    def input_topics(self) -> list[str]:
+        return [self.raw_topic]
+
+    def assign(self, partitions: list[int]) -> None:
+        for p in partitions:
+            store = DedupeStore(self._horizon_us)
+            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, store))
+            store.evict()
+            self._stores[p] = store
+            if self._changelog is not None:
+                self._changelog.reset(p)
+            self.metrics.restored_records.labels(STAGE).inc(n)
+            log.info("normalise: partition %d restored %d changelog records, %d events remembered",
+                     p, n, len(store))
+        self._state_entries.set(sum(len(s) for s in self._stores.values()))
+
+    def _apply(self, store: DedupeStore, value: bytes) -> None:
+        store.apply(self._delta_decoder.decode(value)[0])
+
+    def revoke(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self._stores.pop(p, None)
+            if self._changelog is not None:
+                self._changelog.reset(p)
+
+    def store(self, partition: int) -> DedupeStore:
+        store = self._stores.get(partition)
+        if store is None:  # assigned without a rebalance callback (manual assign)
+            store = self._stores[partition] = DedupeStore(self._horizon_us)
+        return store
+
+    # --- the batch -----------------------------------------------------------
+    def process(self, messages: list[Message], producer: Producer) -> int:
+        ingest = now_us()
+        events = 0
+        produce = producer.produce
+        out_topic, encode = self.out_topic, self.encoder.encode
+        normalise = self.normaliser.normalise
+        m = self.metrics
+        for msg in messages:
+            value = msg.value()
+            partition = msg.partition() or 0
+            try:
+                records = self.decoder.decode(value) if value is not None else []
+                if value is None:
+                    raise wire.DecodeError("undecodable", "message has no value")
+            except wire.DecodeError as exc:
+                events += 1
+                self._dead(producer, msg, Rejection(exc.reason, exc.message), value, None)
+                continue
+            single = len(records) == 1 and value is not None and value[:4] != wire.CONTAINER_MAGIC
+            store = self.store(partition)
+            events += len(records)
+            for record in records:
+                try:
+                    out = normalise(record, ingest)
+                except Rejected as exc:
+                    original = value if single else self._reencoder.encode(record)
+                    self._dead(producer, msg, exc.rejection, original, record.get("site_id"))
+                    continue
+                site = out["site_id"]
+                if store.is_beyond_horizon(out["event_time"]):
+                    self._beyond_horizon.inc()
+                verdict = store.check(site, out["event_id"], out["event_time"], content_digest(record))
+                if verdict is NEW:
+                    produce(out_topic, value=encode(out), key=out["patient_pseudonym"].encode())
+                    self._count_accepted(out, ingest)
+                elif verdict is DUPLICATE:
+                    m.duplicates.labels(STAGE, m.site_label(site)).inc()
+                else:
+                    assert verdict is CONFLICT
+                    original = value if single else self._reencoder.encode(record)
+                    self._dead(producer, msg, Rejection(
+                        "duplicate_conflict", "event id already accepted with different content; "
+                        "a correction needs a new event id"), original, site)
+            producer.poll(0)
+        self._events_in.inc(events)
+        return events
+
+    def _count_accepted(self, out: dict[str, Any], ingest: int) -> None:
+        m = self.metrics
+        site = m.site_label(out["site_id"])
+        self._events_out.inc()
+        m.site_events.labels(site, out["event_type"]).inc()
+        if not out["mapped"]:
+            m.unmapped_codes.labels(site, out["code_system"] or "unknown").inc()
+        m.feed_latency.labels(site).observe(max(0.0, (ingest - out["event_time"]) / 1e6))
+
+    def _dead(self, producer: Producer, msg: Message, rejection: Rejection, original: bytes | None,
+              site_id: str | None) -> None:
+        site = site_id if site_id in self.metrics.sites else None
+        letter = dead_letter(rejection, STAGE, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                             msg.timestamp()[1] if msg.timestamp()[0] else None, msg.key(), original, site)
+        key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
+        producer.produce(self.dlq_topic, value=self.dlq_encoder.encode(letter), key=key)
+        self.metrics.dead_letters.labels(STAGE, rejection.reason, self.metrics.site_label(site_id)).inc()
+        log.debug("dead letter %s at %s", rejection.reason, key.decode())
+
+    def checkpoint(self, producer: Producer) -> bool:
+        if self._changelog is None:
+            self._changelog = ChangelogWriter(producer, self.changelog_topic)
+        wrote = False
+        for partition, store in self._stores.items():
+            store.evict()
+            delta = store.take_delta()
+            if delta is None:
+                continue
+            records = store.snapshot() if self._changelog.wants_snapshot(partition) else [delta]
+            for record in records:
+                self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
+            wrote = True
+        self._state_entries.set(sum(len(s) for s in self._stores.values()))
+        if self._stores:
+            self._watermark.set(max(s.watermark for s in self._stores.values()) / 1e6)
+        return wrote
+
+
+def build(engine: Engine) -> NormaliseStage:
+    """The stage as the worker discovers it (``agents.<name>.build``)."""
+    from streams.registry import decoder_for, encoder_for
+
+    settings = engine.settings
+    normaliser = ClinicalNormaliser(engine.sites, CodeMap.load(), Pseudonymiser(engine.key),
+                                    settings.future_tolerance)
+    return NormaliseStage(
+        settings, normaliser, engine.metrics,
+        decoder=decoder_for(settings, schemas.CLINICAL_EVENT),
+        encoder=encoder_for(settings, schemas.NORMALISED_EVENT, settings.topic(topics.NORMALISED)),
+        dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
+        consumer_factory=engine.changelog_consumer,
+    )

@@ -1,0 +1,93 @@
+"""The engine's process-wide context and the worker that runs the stages.
+
+``streams`` never imports ``agents``: stages are discovered by name as
+``agents.<name>.build(engine)``, so a deployment can run any subset of them
+(``rwe worker --stages normalise``) and later stages plug in without touching this.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from confluent_kafka import Consumer
+
+from streams.metrics import EngineMetrics
+from streams.runner import Stage, StageRunner, consumer_config
+from streams.settings import Settings
+from streams.sites import Site, load_sites
+
+log = logging.getLogger(__name__)
+STAGES = ("normalise",)
+
+
+@dataclass
+class Engine:
+    """What every stage shares: settings, sites, the pseudonymisation key, metrics."""
+
+    settings: Settings
+    sites: dict[str, Site] = field(default_factory=dict)
+    key: bytes = b""
+    dev_key: bool = False
+    metrics: EngineMetrics = field(default_factory=EngineMetrics)
+
+    @classmethod
+    def create(cls, settings: Settings) -> Engine:
+        sites = load_sites(settings.sites_file)
+        key, dev_key = settings.resolve_key()
+        return cls(settings, sites, key, dev_key, EngineMetrics(sites=sites))
+
+    def changelog_consumer(self) -> Consumer:
+        """A group-less consumer for reading changelogs on restore."""
+        return Consumer(consumer_config(self.settings, f"{self.settings.group_id}.restore",
+                                        **{"enable.partition.eof": False}))
+
+    def build_stage(self, name: str) -> Stage:
+        if name not in STAGES:
+            from streams.errors import ConfigError
+
+            raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
+        module = importlib.import_module(f"agents.{name}")
+        stage: Stage = module.build(self)
+        return stage
+
+
+class Worker:
+    """Runs stages, each on its own consumer in its own thread, until stopped."""
+
+    def __init__(self, engine: Engine, stages: Sequence[str] = STAGES,
+                 on_batch: Callable[[str, int], None] | None = None) -> None:
+        self.engine = engine
+        self.runners = [StageRunner(engine.build_stage(name), engine.settings, engine.metrics,
+                                    on_batch=functools.partial(on_batch, name) if on_batch else None)
+                        for name in stages]
+        self._threads: list[threading.Thread] = []
+        self.errors: list[BaseException] = []
+
+    def start(self) -> None:
+        for runner in self.runners:
+            thread = threading.Thread(target=self._run, args=(runner,), name=f"stage-{runner.stage.name}",
+                                      daemon=True)
+            thread.start()
+            self._threads.append(thread)
+
+    def _run(self, runner: StageRunner) -> None:
+        try:
+            runner.run()
+        except BaseException as exc:  # surfaced to the CLI, which prints one line
+            log.error("stage %s stopped: %s", runner.stage.name, exc)
+            self.errors.append(exc)
+
+    def stop(self, timeout: float = 15.0) -> None:
+        for runner in self.runners:
+            runner.stop()
+        for thread in self._threads:
+            thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return all(t.is_alive() for t in self._threads)

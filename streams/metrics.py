@@ -1,0 +1,64 @@
+"""Engine health metrics: one named bundle against an explicit registry.
+
+Label values come only from finite sets: stage names, reason codes, configured
+site ids (anything else is counted under site="other"). Never a patient or
+encounter id.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+# Millisecond-scale stage latencies: loopback Kafka round trips are ~5-80 ms.
+LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+OTHER_SITE = "other"
+
+
+class EngineMetrics:
+    """Counters, gauges and histograms of every stage, registered on ``registry``."""
+
+    def __init__(self, registry: CollectorRegistry | None = None, sites: Iterable[str] = (),
+                 prefix: str = "rwe") -> None:
+        self.registry = registry or CollectorRegistry()
+        self.sites = frozenset(sites)
+        r, p = self.registry, prefix
+        self.messages_in = Counter(f"{p}_stage_messages_in", "Kafka messages a stage consumed.",
+                                   ["stage"], registry=r)
+        self.events_in = Counter(f"{p}_stage_events_in", "Events a stage read (a container message holds many).",
+                                 ["stage"], registry=r)
+        self.events_out = Counter(f"{p}_stage_events_out", "Events a stage published.", ["stage"], registry=r)
+        self.site_events = Counter(f"{p}_site_events", "Accepted events per site and event type.",
+                                   ["site", "event_type"], registry=r)
+        self.dead_letters = Counter(f"{p}_dead_letters", "Records sent to the dead-letter topic.",
+                                    ["stage", "reason", "site"], registry=r)
+        self.duplicates = Counter(f"{p}_duplicates", "Exact resends dropped by deduplication.",
+                                  ["stage", "site"], registry=r)
+        self.unmapped_codes = Counter(f"{p}_unmapped_codes", "Accepted events whose code maps to no concept.",
+                                      ["site", "code_system"], registry=r)
+        self.beyond_dedupe_horizon = Counter(
+            f"{p}_beyond_dedupe_horizon", "Events older than the dedupe horizon: duplicates of them "
+            "can no longer be recognised.", ["stage"], registry=r)
+        self.feed_latency = Histogram(f"{p}_feed_latency_seconds", "Ingest time minus event time.",
+                                      ["site"], registry=r,
+                                      buckets=(1, 10, 60, 300, 900, 3600, 4 * 3600, 86400, 7 * 86400))
+        self.batch_seconds = Histogram(f"{p}_stage_batch_seconds", "Time to process and publish one batch.",
+                                       ["stage"], registry=r, buckets=LATENCY_BUCKETS)
+        self.batch_size = Histogram(f"{p}_stage_batch_events", "Events per batch.", ["stage"], registry=r,
+                                    buckets=(1, 10, 100, 500, 1000, 2000, 5000, 10000, 50000))
+        self.state_entries = Gauge(f"{p}_state_entries", "Entries held in a stage's state store.",
+                                   ["stage"], registry=r)
+        self.rebalances = Counter(f"{p}_rebalances", "Partition assignments and revocations.",
+                                  ["stage", "kind"], registry=r)
+        self.restored_records = Counter(f"{p}_changelog_restored_records",
+                                        "Changelog records replayed into state.", ["stage"], registry=r)
+        self.watermark = Gauge(f"{p}_event_time_watermark_seconds", "Largest event time seen (UTC epoch s).",
+                               ["stage"], registry=r)
+
+    def site_label(self, site_id: str | None) -> str:
+        return site_id if site_id in self.sites else OTHER_SITE
+
+    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
+        """Expose /metrics on ``addr:port`` in a daemon thread."""
+        start_http_server(port, addr=addr, registry=self.registry)

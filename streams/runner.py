@@ -1,0 +1,161 @@
+"""The batch consume loop every stage runs on.
+
+Why not a Faust agent: Faust's per-message stream machinery, not Kafka or Avro,
+capped a per-event pipeline at ~2-3k events/s on this machine (shared/product.md;
+re-measured side by side in benchmarks/). A confluent-kafka ``consume(n)`` loop
+hands the stage whole batches; the stage produces its outputs, the loop flushes
+them, lets the stage write its changelog (one record per partition per batch),
+flushes again, and only then commits the input offsets. A crash anywhere replays
+the batch, and the stage's idempotence (dedupe by event id) absorbs the replay:
+at-least-once delivery, exactly-once effect on state.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from streams.errors import BrokerUnavailable
+from streams.metrics import EngineMetrics
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Stage(Protocol):
+    name: str
+
+    def input_topics(self) -> list[str]: ...
+
+    def assign(self, partitions: list[int]) -> None:
+        """Take ownership of input partitions: restore their state."""
+
+    def revoke(self, partitions: list[int]) -> None:
+        """Drop the state of partitions another worker takes over."""
+
+    def process(self, messages: list[Message], producer: Producer) -> int:
+        """Handle one batch, producing outputs and dead letters; return events read."""
+
+    def checkpoint(self, producer: Producer) -> bool:
+        """After outputs are durable: write state changes; True if anything was produced."""
+
+
+def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
+    return settings.kafka_config(**{
+        "linger.ms": 5,
+        "batch.num.messages": 10000,
+        "queue.buffering.max.messages": 1_000_000,
+        "acks": "all",
+        # The Java client's partitioner, so keys land where Kafka Streams, Faust and
+        # other producers put them: co-partitioning holds across tools.
+        "partitioner": "murmur2_random",
+        **extra,
+    })
+
+
+def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[str, object]:
+    return settings.kafka_config(**{
+        "group.id": group_id,
+        "auto.offset.reset": "earliest",
+        "enable.auto.commit": False,
+        "session.timeout.ms": settings.session_timeout_ms,
+        "heartbeat.interval.ms": max(1000, settings.session_timeout_ms // 6),
+        "fetch.wait.max.ms": 10,
+        "partition.assignment.strategy": "range",
+        **extra,
+    })
+
+
+class StageRunner:
+    """Runs one stage in one consumer group until :meth:`stop`."""
+
+    def __init__(self, stage: Stage, settings: Settings, metrics: EngineMetrics,
+                 on_batch: Callable[[int], None] | None = None) -> None:
+        self.stage = stage
+        self.settings = settings
+        self.metrics = metrics
+        self.on_batch = on_batch
+        self._stop = threading.Event()
+        self.producer = Producer(producer_config(settings, **{"client.id": f"rwe-{stage.name}"}))
+        self.consumer = Consumer(consumer_config(settings, f"{settings.group_id}.{stage.name}",
+                                                 **{"client.id": f"rwe-{stage.name}"}))
+        self.events = 0
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def install_signal_handlers(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: self.stop())
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ids = [tp.partition for tp in partitions]
+        self.metrics.rebalances.labels(self.stage.name, "assign").inc()
+        log.info("%s: assigned partitions %s", self.stage.name, ids)
+        self.stage.assign(ids)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        ids = [tp.partition for tp in partitions]
+        self.metrics.rebalances.labels(self.stage.name, "revoke").inc()
+        log.info("%s: revoked partitions %s", self.stage.name, ids)
+        self.stage.revoke(ids)
+
+    def run(self) -> None:
+        stage, settings = self.stage, self.settings
+        self.consumer.subscribe(stage.input_topics(), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        batch_seconds = self.metrics.batch_seconds.labels(stage.name)
+        batch_events = self.metrics.batch_size.labels(stage.name)
+        messages_in = self.metrics.messages_in.labels(stage.name)
+        try:
+            while not self._stop.is_set():
+                messages = self.consumer.consume(settings.batch_size, settings.batch_wait)
+                good = [m for m in messages if _usable(m)]
+                if not good:
+                    continue
+                started = time.perf_counter()
+                n = stage.process(good, self.producer)
+                _flush(self.producer)
+                if stage.checkpoint(self.producer):
+                    _flush(self.producer)
+                self.consumer.commit(asynchronous=True)
+                batch_seconds.observe(time.perf_counter() - started)
+                batch_events.observe(n)
+                messages_in.inc(len(good))
+                self.events += n
+                if self.on_batch is not None:
+                    self.on_batch(n)
+        finally:
+            self._close()
+
+    def _close(self) -> None:
+        try:
+            _flush(self.producer, timeout=10)
+        except BrokerUnavailable:
+            log.warning("%s: outputs still unsent at shutdown; they are replayed on restart", self.stage.name)
+        try:
+            self.consumer.close()
+        except KafkaException as exc:
+            log.warning("%s: consumer close: %s", self.stage.name, exc)
+
+
+def _usable(message: Message) -> bool:
+    err = message.error()
+    if err is None:
+        return True
+    if err.code() != KafkaError._PARTITION_EOF:
+        log.warning("consume error: %s", err.str())
+        if err.fatal():
+            raise BrokerUnavailable(err.str())
+    return False
+
+
+def _flush(producer: Producer, timeout: float = 60.0) -> None:
+    remaining = producer.flush(timeout)
+    if remaining:
+        raise BrokerUnavailable(f"{remaining} messages not acknowledged by the broker within {timeout:.0f} s")

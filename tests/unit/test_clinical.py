@@ -1,0 +1,111 @@
+"""Validation and normalisation of one clinical event."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from conftest import clinical_event
+
+from streams.clinical import ClinicalNormaliser
+from streams.codes import CodeMap
+from streams.dlq import Rejected
+from streams.pseudonym import Pseudonymiser
+from streams.sites import load_sites
+
+INGEST = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
+HOUR = 3_600_000_000
+
+
+@pytest.fixture(scope="module")
+def normaliser() -> ClinicalNormaliser:
+    return ClinicalNormaliser(load_sites(), CodeMap.load(), Pseudonymiser(b"k" * 40), future_tolerance_s=3600)
+
+
+def reject_reason(normaliser: ClinicalNormaliser, **overrides: Any) -> str:
+    with pytest.raises(Rejected) as err:
+        normaliser.normalise(clinical_event(**overrides), INGEST)
+    assert "\n" not in err.value.rejection.message
+    return err.value.rejection.reason
+
+
+def test_admission_is_normalised_and_stripped_of_identifiers(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(), INGEST)
+    assert out["event_time"] == int(datetime(2025, 1, 1, 11, 0, tzinfo=UTC).timestamp() * 1e6)
+    assert (out["region"], out["country"]) == ("NL-NH", "NL")
+    assert out["code"] == "I50.9" and out["code_system"] == "ICD10"
+    assert set(out["concepts"]) == {"heart_failure", "heart_failure_broad"}
+    text = repr(out)
+    for identifier in ("MRN-0001", "ENC-1", "Jan Jansen", "Dam 1", "free text"):
+        assert identifier not in text
+    assert len(out["patient_pseudonym"]) == 32 and len(out["encounter_pseudonym"]) == 32
+
+
+def test_lab_value_is_converted_to_the_canonical_unit(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(event_type="LAB_RESULT", code_system="http://loinc.org",
+                                              code="2160-0", value=1.2, unit="mg/dl"), INGEST)
+    assert out["unit"] == "umol/L" and out["value"] == pytest.approx(106.08)
+    assert out["concepts"] == ["creatinine"]
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"source_patient_id": "  "}, "missing_field"),
+    ({"event_id": ""}, "missing_field"),
+    ({"site_id": "XX-NOPE"}, "unknown_site"),
+    ({"event_type": "UNKNOWN"}, "unknown_event_type"),
+    ({"encounter_id": None}, "missing_field"),
+    ({"time_zone": "Europe/Atlantis"}, "invalid_time_zone"),
+    ({"event_time": 1_735_732_800_000_000 + 48 * HOUR}, "future_time"),
+    ({"event_time": INGEST + 72 * HOUR, "recorded_time": INGEST + 72 * HOUR, "time_zone": None}, "future_time"),
+    ({"event_time": -3_000_000_000_000_000}, "implausible_time"),
+    ({"event_type": "LAB_RESULT", "code_system": "LOINC", "code": "2857-1", "value": -1.0, "unit": "ng/mL"},
+     "out_of_range"),
+    ({"event_type": "LAB_RESULT", "code_system": "LOINC", "code": "718-7", "value": 900.0, "unit": "g/L"},
+     "out_of_range"),
+    ({"event_type": "LAB_RESULT", "code_system": "LOINC", "code": "2857-1", "value": 1.0, "unit": "furlongs"},
+     "unit_unconvertible"),
+    ({"event_type": "LAB_RESULT", "code_system": "LOINC", "code": "2857-1", "value": 1.0, "unit": None},
+     "missing_unit"),
+    ({"event_type": "LAB_RESULT", "code_system": "LOINC", "code": "9999-9", "value": None}, "missing_value"),
+    ({"event_type": "DIAGNOSIS", "code": None}, "missing_field"),
+    ({"event_type": "PROM_RESPONSE", "prom": None}, "missing_field"),
+    ({"event_type": "PROM_RESPONSE", "prom": {"instrument": "EPIC-26", "domain": "urinary_incontinence",
+                                              "score": 140.0}}, "out_of_range"),
+    ({"birth_year": 1700}, "out_of_range"),
+])
+def test_rejections_have_stable_reasons(normaliser: ClinicalNormaliser, overrides: dict[str, Any],
+                                        reason: str) -> None:
+    assert reject_reason(normaliser, **overrides) == reason
+
+
+def test_unitless_score_may_omit_its_unit(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(event_type="LAB_RESULT", code_system="LN", code="72106-8",
+                                              value=24.0, unit=None), INGEST)
+    assert (out["value"], out["unit"], out["concepts"]) == (24.0, "{score}", ["mmse"])
+
+
+def test_unmapped_codes_pass_through_visibly(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(event_type="DIAGNOSIS", code="J18.9"), INGEST)
+    assert out["mapped"] is False and out["concepts"] == [] and out["code"] == "J18.9"
+    out = normaliser.normalise(clinical_event(event_type="DIAGNOSIS", code_system="LOCAL-XYZ", code="42"), INGEST)
+    assert out["mapped"] is False and out["code_system"] is None
+
+
+def test_icd10_variants_map_per_site_coding(normaliser: ClinicalNormaliser) -> None:
+    cm = normaliser.normalise(clinical_event(site_id="ES-HCB", event_type="DIAGNOSIS", code_system="ICD-10-CM",
+                                             code="c9201", time_zone="Europe/Madrid"), INGEST)
+    assert cm["code"] == "C92.01" and {"aml", "aml_in_remission"} <= set(cm["concepts"])
+    who = normaliser.normalise(clinical_event(event_type="DIAGNOSIS", code="F001"), INGEST)
+    assert "alzheimers_disease" in who["concepts"]
+    not_in_cm = normaliser.normalise(clinical_event(site_id="ES-HCB", event_type="DIAGNOSIS",
+                                                    code_system="ICD-10-CM", code="F00.1"), INGEST)
+    assert not_in_cm["mapped"] is False
+
+
+def test_national_id_links_a_patient_across_sites(normaliser: ClinicalNormaliser) -> None:
+    a = normaliser.normalise(clinical_event(source_patient_id="123", patient_id_issuer="NHI-NL"), INGEST)
+    b = normaliser.normalise(clinical_event(site_id="DE-CHA", source_patient_id="123", patient_id_issuer="NHI-NL",
+                                            time_zone="Europe/Berlin"), INGEST)
+    assert a["patient_pseudonym"] == b["patient_pseudonym"]
+    assert a["encounter_pseudonym"] != b["encounter_pseudonym"]

@@ -1,0 +1,146 @@
+"""Wire formats: single-object and container round trips, schema evolution, hostile bytes."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import fastavro
+import pytest
+from conftest import clinical_event
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import schemas, wire
+
+
+@pytest.fixture(scope="module")
+def decoder() -> wire.Decoder:
+    return wire.Decoder(schemas.CLINICAL_EVENT)
+
+
+def test_single_object_header_is_magic_plus_little_endian_crc64() -> None:
+    data = wire.Encoder(schemas.CLINICAL_EVENT).encode(clinical_event())
+    assert data[:2] == b"\xc3\x01"
+    assert data[2:10] == schemas.crc64_fingerprint(schemas.raw_schema(schemas.CLINICAL_EVENT))
+
+
+def test_crc64_matches_the_avro_spec_test_vector() -> None:
+    # Avro spec: fingerprint64 of "null" is 0x63DD24E7CC258F8A, little-endian on the wire.
+    assert schemas.crc64_fingerprint("null") == struct.pack("<Q", 0x63DD24E7CC258F8A)
+
+
+def test_single_object_round_trip(decoder: wire.Decoder) -> None:
+    event = clinical_event(prom={"instrument": "EPIC-26", "domain": "urinary_incontinence", "score": 72.5})
+    assert decoder.decode(wire.Encoder(schemas.CLINICAL_EVENT).encode(event)) == [event]
+
+
+@pytest.mark.parametrize("codec", ["null", "deflate"])
+def test_container_carries_many_events(decoder: wire.Decoder, codec: str) -> None:
+    events = [clinical_event(event_id=f"e{i}") for i in range(1200)]
+    assert decoder.decode(wire.encode_container(schemas.CLINICAL_EVENT, events, codec=codec)) == events
+
+
+def test_confluent_framing_resolves_the_id_through_the_lookup() -> None:
+    raw = schemas.raw_schema(schemas.CLINICAL_EVENT)
+    decoder = wire.Decoder(schemas.CLINICAL_EVENT, registry_lookup={42: raw}.__getitem__)
+    data = wire.Encoder(schemas.CLINICAL_EVENT, wire.CONFLUENT, schema_id=42).encode(clinical_event())
+    assert data[:5] == b"\x00\x00\x00\x00\x2a"
+    assert decoder.decode(data) == [clinical_event()]
+
+
+def test_confluent_framing_without_registry_is_unknown_schema(decoder: wire.Decoder) -> None:
+    data = wire.Encoder(schemas.CLINICAL_EVENT, wire.CONFLUENT, schema_id=1).encode(clinical_event())
+    with pytest.raises(wire.DecodeError) as err:
+        decoder.decode(data)
+    assert err.value.reason == "unknown_schema"
+
+
+def _v1_bytes(event: dict) -> bytes:
+    v1 = json.loads((schemas.schemas_dir() / "history" / "rwe.events.ClinicalEvent.v1.avsc").read_text())
+    v1_expanded = wire._load_file(schemas.schemas_dir() / "history" / "rwe.events.ClinicalEvent.v1.avsc")
+    assert "patient_id_issuer" not in {f["name"] for f in v1["fields"]}
+    buf = io.BytesIO()
+    buf.write(wire.SINGLE_OBJECT_MAGIC + schemas.crc64_fingerprint(v1_expanded))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas._strip_logical_types(v1_expanded)),
+                               {k: v for k, v in event.items() if k != "patient_id_issuer"})
+    return buf.getvalue()
+
+
+def test_record_written_with_v1_decodes_with_the_current_reader(decoder: wire.Decoder) -> None:
+    event = clinical_event(patient_id_issuer=None)
+    decoded = decoder.decode(_v1_bytes(event))
+    assert decoded == [event]  # the field v1 lacked takes its default
+
+
+def test_every_schema_change_is_backward_compatible() -> None:
+    # The policy in schemas/README.md: the current reader reads every historical writer.
+    for path in sorted((schemas.schemas_dir() / "history").glob("*.avsc")):
+        name = path.name.split(".v")[0]
+        store = wire.SchemaStore()
+        store.load_family(name)
+        assert store.lookup(schemas.crc64_fingerprint(wire._load_file(path))) is not None
+
+
+def test_other_schema_is_rejected_as_wrong_schema(decoder: wire.Decoder) -> None:
+    letter_encoder = wire.Encoder(schemas.NORMALISED_EVENT)
+    store = wire.SchemaStore()
+    store.add(schemas.raw_schema(schemas.NORMALISED_EVENT))
+    strict = wire.Decoder(schemas.CLINICAL_EVENT, store=store)
+    normalised = {
+        "event_id": "e", "site_id": "s", "region": "r", "country": "c", "patient_pseudonym": "p",
+        "encounter_pseudonym": None, "event_type": "DEATH", "event_time": 0, "recorded_time": 0,
+        "ingest_time": 0, "code_system": None, "code": None, "concepts": [], "mapped": True, "value": None,
+        "unit": None, "admission_type": None, "disposition": None, "birth_year": None, "sex": None,
+        "prom": None, "code_map_version": "v"}
+    with pytest.raises(wire.DecodeError) as err:
+        strict.decode(letter_encoder.encode(normalised))
+    assert err.value.reason == "wrong_schema"
+
+
+@pytest.mark.parametrize(("data", "reason"), [
+    (b"", "undecodable"),
+    (b"\xc3\x01\x00", "undecodable"),
+    (b"\xc3\x01" + b"\x01" * 8 + b"body", "unknown_schema"),
+    (b"Obj\x01garbage", "undecodable"),
+    (b"{\"json\": true}", "undecodable"),
+])
+def test_bad_bytes_have_a_reason(decoder: wire.Decoder, data: bytes, reason: str) -> None:
+    with pytest.raises(wire.DecodeError) as err:
+        decoder.decode(data)
+    assert err.value.reason == reason
+
+
+def test_truncated_and_padded_records_are_rejected(decoder: wire.Decoder) -> None:
+    data = wire.Encoder(schemas.CLINICAL_EVENT).encode(clinical_event())
+    for bad in (data[:-3], data + b"\x00\x00"):
+        with pytest.raises(wire.DecodeError):
+            decoder.decode(bad)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.binary(max_size=300))
+def test_arbitrary_bytes_only_ever_raise_decode_error(data: bytes) -> None:
+    decoder = wire.Decoder(schemas.CLINICAL_EVENT)
+    try:
+        decoder.decode(data)
+    except wire.DecodeError:
+        pass
+
+
+_valid = wire.Encoder(schemas.CLINICAL_EVENT).encode(clinical_event())
+_container = wire.encode_container(schemas.CLINICAL_EVENT, [clinical_event(event_id=str(i)) for i in range(5)])
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.sampled_from([_valid, _container]), st.integers(0, 400), st.binary(min_size=1, max_size=8))
+def test_corrupted_valid_records_only_ever_raise_decode_error(base: bytes, at: int, junk: bytes) -> None:
+    at %= len(base)
+    data = base[:at] + junk + base[at + len(junk):]
+    decoder = wire.Decoder(schemas.CLINICAL_EVENT)
+    try:
+        records = decoder.decode(data)
+    except wire.DecodeError:
+        return
+    assert all(isinstance(r, dict) for r in records)
