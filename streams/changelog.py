@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
 
@@ -45,8 +45,8 @@ class ChangelogWriter:
 
 
 def read_partition(consumer: Consumer, topic: str, partition: int, idle: float = 0.3,
-                   timeout: float = 60.0) -> Iterator[bytes]:
-    """Every record value of one partition, from the beginning to the current end.
+                   timeout: float = 60.0) -> Iterator[Message]:
+    """Every record of one partition, from the beginning to the current end.
 
     Tansu reports a high watermark at the start of the last record batch + 1, not the
     true end, so reaching the watermark is not the end: reading goes on until no
@@ -73,9 +73,7 @@ def read_partition(consumer: Consumer, topic: str, partition: int, idle: float =
                 idle_since = None
                 for m in records:
                     last_offset = m.offset() or 0
-                    value = m.value()
-                    if value is not None:
-                        yield value
+                    yield m
                 continue
             if last_offset >= high - 1:
                 idle_since = idle_since or time.monotonic()
@@ -92,9 +90,11 @@ def restore(consumer_factory: Callable[[], Consumer], topic: str, partition: int
     consumer = consumer_factory()
     count = 0
     try:
-        for value in read_partition(consumer, topic, partition):
-            apply(value)
-            count += 1
+        for message in read_partition(consumer, topic, partition):
+            value = message.value()
+            if value is not None:
+                apply(value)
+                count += 1
     finally:
         consumer.close()
     return count

@@ -63,6 +63,8 @@ class ClinicalNormaliser:
 
         mapping = self.code_map.map(event.get("code_system"), event.get("code"))
         if event_type in CODED_TYPES and mapping.code is None:
+            if (event.get("code") or "").strip():
+                raise Rejected("invalid_code", f"{event_type.lower()} code is not well-formed for its code system")
             raise Rejected("missing_field", f"{event_type.lower()} without a code")
         value, unit = event.get("value"), event.get("unit")
         if mapping.lab is not None:

@@ -62,7 +62,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "OPCS": ("opcs", "opcs4", "opcs410"),
 }
 _SYSTEM_BY_KEY = {alias: system for system, aliases in _ALIASES.items() for alias in aliases}
-_VERSION_TAIL = re.compile(r"^(.+?)v?(?:19|20)\d\d$")  # "ICD-10-GM 2024" -> "icd10gm"
+# A year-versioned name: "ICD-10-GM 2024" -> "icd10gm".
+_VERSION_TAIL = re.compile(r"^(.+?)v?(?:19|20)\d\d$", re.ASCII)
 
 # catalogue list field -> the systems it applies to
 _LIST_FIELDS: dict[str, tuple[str, ...]] = {
@@ -91,20 +92,20 @@ _SYSTEM_CACHE_MAX = 10_000
 # what the catalogue's codes are compared with: dotless for the prefix-matched systems.
 Canonical = tuple[str, str, str | None]
 
-_ICD_SUFFIX = "+*!\u2020\u2021"  # dagger (+, †), asterisk, GM "!" secondary code; ‡ for luck
+_ICD_SUFFIX = "+*!\u2020\u2021"  # dagger (+ or †), asterisk (*), GM secondary code (!), ‡
 _LATERALITY = "RLB"  # GM Seitenlokalisation: right, left, both
-_ICD_WHO_GM = re.compile(r"([A-Z]\d{2})\.?(\d{0,2})([+*!\u2020\u2021GVZARLB]*)")
-_ICD_CM = re.compile(r"([A-Z]\d[0-9A-Z])\.?([0-9A-Z]{0,4})([+*!\u2020\u2021]*)")
-_ICD_SUFFIX_TOKEN = re.compile(r"[+*!\u2020\u2021GVZARLB]+")
-_PCS = re.compile(r"[0-9A-HJ-NP-Z]{3,7}")
-_SNOMED = re.compile(r"[1-9]\d{5,17}")
-_LOINC = re.compile(r"(?:L[A-Z])?\d{1,7}-\d")
-_ATC = re.compile(r"[A-Z](?:\d{2}(?:[A-Z](?:[A-Z](?:\d{2})?)?)?)?")
-_OPS = re.compile(r"(\d)-?(\d{2}[0-9a-z])\.?([0-9a-z]{0,3})")
-_OPCS = re.compile(r"([A-Z]\d{2})\.?(\d{0,2})")
+_ICD_WHO_GM = re.compile(r"([A-Z]\d{2})\.?(\d{0,2})([+*!\u2020\u2021GVZARLB]*)", re.ASCII)
+_ICD_CM = re.compile(r"([A-Z]\d[0-9A-Z])\.?([0-9A-Z]{0,4})([+*!\u2020\u2021]*)", re.ASCII)
+_ICD_SUFFIX_TOKEN = re.compile(r"[+*!\u2020\u2021GVZARLB]+", re.ASCII)
+_PCS = re.compile(r"[0-9A-HJ-NP-Z]{3,7}", re.ASCII)
+_SNOMED = re.compile(r"[1-9]\d{5,17}", re.ASCII)
+_LOINC = re.compile(r"(?:L[A-Z])?\d{1,7}-\d", re.ASCII)
+_ATC = re.compile(r"[A-Z](?:\d{2}(?:[A-Z](?:[A-Z](?:\d{2})?)?)?)?", re.ASCII)
+_OPS = re.compile(r"(\d)-?(\d{2}[0-9a-z])\.?([0-9a-z]{0,3})", re.ASCII)
+_OPCS = re.compile(r"([A-Z]\d{2})\.?(\d{0,2})", re.ASCII)
 # A code of an unknown system is kept only when it looks like a code: free text in a
 # code field must not leave the normaliser.
-_ANY_CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.:_+*!/-]{0,39}")
+_ANY_CODE = re.compile(r"[0-9A-Za-z][0-9A-Za-z.:_+*!/-]{0,39}", re.ASCII)
 
 
 def _icd10(raw: str, cm: bool) -> Canonical | None:
@@ -364,7 +365,9 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
                 for raw in codes:
                     canonical = (_CATALOGUE_CANONICALISERS[systems[0]](raw.strip())
                                  if isinstance(raw, str) and raw.strip() else None)
-                    if canonical is None:
+                    # A catalogue entry is a bare code: no GM markers or certainty.
+                    if (canonical is None or canonical[1].upper()
+                            != raw.strip().upper().replace(".", "")):
                         raise fail(where, f"field {list_field}: {raw!r} is not a "
                                           f"{systems[0]} code")
                     match_key = canonical[1]
@@ -373,6 +376,8 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
                         target[system].setdefault(match_key, set()).add(name)
                         if list_field != "exclude":
                             per_system.setdefault(system, []).append(match_key)
+            if kind == "lab" and "LOINC" not in per_system:
+                raise fail(where, "missing field loinc")
             if not per_system:
                 raise fail(where, "lists no codes")
             sources[name] = per_system
@@ -384,8 +389,6 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
                     if code in lab_loinc:
                         raise fail(where, f"field loinc: {code} is also lab {lab_loinc[code]}")
                     lab_loinc[code] = name
-                if "LOINC" not in per_system:
-                    raise fail(where, "missing field loinc")
 
     frozen_sources = {
         name: MappingProxyType({s: tuple(dict.fromkeys(c)) for s, c in per.items()})

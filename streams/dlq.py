@@ -70,8 +70,8 @@ def read_all(settings: Settings, limit: int = 0) -> list[dict[str, Any]]:
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
         for partition in sorted(partitions):
-            for value in read_partition(consumer, topic, partition):
-                letters.extend(decoder.decode(value))
+            for message in read_partition(consumer, topic, partition):
+                letters.extend(decoder.decode(message.value() or b""))
                 if limit and len(letters) >= limit:
                     return letters[:limit]
     finally:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 import threading
 import weakref
 from collections.abc import Callable, Mapping
@@ -68,16 +69,16 @@ class Registry:
     """
 
     def __init__(self, url: str, config: Mapping[str, Any] | None = None) -> None:
-        self.url = url
+        self.url = _without_credentials(url)  # for messages: user:password@ never shows
         for part in url.split(","):
             parts = urlsplit(part.strip())
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ConfigError(
-                    f"RWE_SCHEMA_REGISTRY_URL {url!r} is not an http(s)://host[:port] URL")
+                    f"RWE_SCHEMA_REGISTRY_URL {self.url!r} is not an http(s)://host[:port] URL")
         try:
             self._client = SchemaRegistryClient({**(config or {}), "url": url})
         except (TypeError, ValueError, OSError) as exc:
-            raise ConfigError(f"schema registry {url}: {exc}") from None
+            raise ConfigError(f"schema registry {self.url}: {exc}") from None
         # Pooled HTTP connections close with the Registry, even one never closed explicitly.
         self._finalizer = weakref.finalize(self, self._client.close)
         self._by_id: dict[int, dict[str, Any]] = {}
@@ -134,7 +135,8 @@ class Registry:
             return fn()
         except SchemaRegistryError as exc:
             status = exc.http_status_code
-            message = (f"schema registry {self.url}, {what}: {exc.error_message} "
+            detail = " ".join(str(exc.error_message).split())
+            message = (f"schema registry {self.url}, {what}: {detail} "
                        f"(HTTP {status}, error {exc.error_code})")
             if lookup and (exc.error_code == SCHEMA_NOT_FOUND or status == 404):
                 raise SchemaNotFound(message) from None
@@ -146,9 +148,13 @@ class Registry:
         except (ConfigError, BrokerUnavailable, LookupError):
             raise
         except Exception as exc:  # httpx transport errors, TLS, DNS, timeouts, bad JSON
-            detail = str(exc) or type(exc).__name__
+            detail = " ".join(str(exc).split()) or type(exc).__name__
             raise RegistryUnavailable(
                 f"schema registry {self.url} is unreachable ({what}): {detail}") from None
+
+
+def _without_credentials(url: str) -> str:
+    return ",".join(re.sub(r"//[^/@]*@", "//", part) for part in url.split(","))
 
 
 _registries: dict[str, Registry] = {}

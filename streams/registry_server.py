@@ -30,15 +30,19 @@ Endpoints (all answer ``application/vnd.schemaregistry.v1+json``)::
 
 Schema ids are global: one id per distinct schema (compared as JSON with key order
 and whitespace ignored), whichever subject registers it; they survive deletes so old
-records stay readable. Registration enforces the subject's compatibility level with
-Avro's schema resolution rules (:func:`compatibility_problems`). Errors use Confluent's
-shape ``{"error_code": 40401, "message": "..."}``.
+records stay readable. Storage is in memory, but ids are derived from the schema
+(31 bits of its SHA-256), not counted: after a restart the same schema gets the same
+id again once re-registered, and an id never comes to mean a different schema.
+
+Registration enforces the subject's compatibility level with Avro's schema resolution
+rules (:func:`compatibility_problems`). Errors use Confluent's shape ``{"error_code": 40401, "message": "..."}``.
 """
 
 from __future__ import annotations
 
 import argparse
 import errno
+import hashlib
 import json
 import logging
 import signal
@@ -386,7 +390,9 @@ class Store:
                     f"Schema being registered is incompatible with an earlier schema for subject "
                     f"\"{subject}\" ({self.level(subject)}), details: [{'; '.join(problems)}]")
             if existing is None:
-                existing = max(self._texts, default=0) + 1
+                existing = _stable_id(key)
+                while existing in self._texts:  # a hash collision: probe on
+                    existing = existing % 0x7FFFFFFF + 1
                 self._texts[existing] = stored
                 self._parsed[existing] = parsed
                 self._ids[key] = existing
@@ -475,6 +481,13 @@ class Store:
                 problems += [f"version {v.version}: old schema cannot read new data: {p}"
                              for p in compatibility_problems(old, new)]
         return problems
+
+
+def _stable_id(key: str) -> int:
+    """A schema's id, derived from its identity key: the same in every run of the
+    registry, so an id cached by a client or written into a record before a restart
+    never comes to mean another schema."""
+    return int.from_bytes(hashlib.sha256(key.encode()).digest()[:4], "big") % 0x7FFFFFFF + 1
 
 
 def validate_or_422(text: Any) -> tuple[Any, str, str]:

@@ -142,7 +142,8 @@ class Settings:
 
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """Client configuration for confluent-kafka: bootstrap servers, passthrough, ``extra``."""
-        return {"bootstrap.servers": self.broker, **self.kafka, **extra}
+        # Idle connections closed by the broker are normal; librdkafka would log each one.
+        return {"bootstrap.servers": self.broker, "log.connection.close": False, **self.kafka, **extra}
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)

@@ -26,6 +26,7 @@ from typing import Any
 import fastavro
 
 from streams import schemas
+from streams.errors import BrokerUnavailable
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -132,8 +133,8 @@ class Decoder:
                 return self._container(data)
             if data[:1] == CONFLUENT_MAGIC and len(data) >= 5:
                 return [self._confluent(data)]
-        except DecodeError:
-            raise
+        except (DecodeError, BrokerUnavailable):
+            raise  # an unreachable registry stops the stage; the batch is retried, not dead-lettered
         except Exception as exc:  # any failure inside fastavro is bad input
             raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from None
         raise DecodeError("undecodable", "unknown framing: expected C3 01, 00 or an Avro container")
@@ -160,7 +161,9 @@ class Decoder:
                 raise DecodeError("unknown_schema", "Confluent-framed record but no schema registry configured")
             try:
                 schema = self._registry_lookup(schema_id)
-            except Exception as exc:
+            except BrokerUnavailable:
+                raise
+            except Exception as exc:  # the registry does not know the id
                 raise DecodeError("unknown_schema", f"schema id {schema_id}: {exc}"[:300]) from None
             self._check_name(str(schema.get("name", "")), schema.get("namespace"))
             writer = _parse_plain(schema)

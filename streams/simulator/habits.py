@@ -178,7 +178,6 @@ def profile(site: Site, index: int) -> SiteProfile:
     rng = random.Random(f"site-habits:{site.id}")
     coding = site.coding
     spelling = {kind: rng.choice(names) for kind, names in SPELLINGS.items()}
-    spelling["ICD"] = rng.choice(SPELLINGS[coding])
     units = dict(COUNTRY_UNITS.get(site.country, {}))
     for lab, spec in LABS.items():
         units.setdefault(lab, rng.choice(tuple(spec.units)))

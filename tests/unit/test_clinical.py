@@ -109,3 +109,7 @@ def test_national_id_links_a_patient_across_sites(normaliser: ClinicalNormaliser
                                             time_zone="Europe/Berlin"), INGEST)
     assert a["patient_pseudonym"] == b["patient_pseudonym"]
     assert a["encounter_pseudonym"] != b["encounter_pseudonym"]
+
+
+def test_a_malformed_code_is_not_a_missing_one(normaliser: ClinicalNormaliser) -> None:
+    assert reject_reason(normaliser, event_type="DIAGNOSIS", code="§§ not a code §§") == "invalid_code"

@@ -21,6 +21,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 from confluent_kafka.serialization import MessageField, SerializationContext
+from hypothesis import given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from streams import schemas, wire
 from streams.errors import BrokerUnavailable, ConfigError
@@ -197,18 +200,14 @@ def test_incompatible_change_is_rejected_with_409(
 
 def test_engine_schema_rejected_by_registry_is_one_line(server: RegistryServer,
                                                         client: SchemaRegistryClient) -> None:
-    subject = "taken-value"
-    client.register_schema(subject, Schema(json.dumps(current_with(
-        {"name": "ward", "type": "string", "default": ""})), "AVRO"))
-    client.set_compatibility(subject, "FORWARD")  # old readers must read new data
     other = {"type": "record", "name": "Other", "fields": [{"name": "x", "type": "int"}]}
-    http(server, "PUT", "/config/unrelated-value", {"compatibility": "BACKWARD"})
     client.register_schema("unrelated-value", Schema(json.dumps(other), "AVRO"))
     with pytest.raises(SchemaIncompatible) as info:
         Registry(server.url).register("unrelated-value", CE)
     assert isinstance(info.value, ConfigError)
     assert "\n" not in str(info.value)
     assert server.url in str(info.value)
+    assert "NAME_MISMATCH" in str(info.value)
 
 
 def test_unknown_id_is_unknown_schema(settings: Settings) -> None:
@@ -355,14 +354,18 @@ def test_busy_port_is_a_one_line_config_error(server: RegistryServer) -> None:
         RegistryServer(port=server.port).start()
 
 
-def test_server_stops_and_restarts_cleanly() -> None:
+def test_server_stops_cleanly_and_ids_survive_a_restart() -> None:
     srv = RegistryServer()
-    with srv:
+    with srv, Registry(srv.url) as registry:
         url = srv.url
-        Registry(url).register("restart-value", CE)
+        before = registry.register("restart-value", CE)
     srv.stop()  # twice is fine
-    with pytest.raises(RegistryUnavailable):
-        Registry(url, {"max.retries": 0}).check()
+    with Registry(url, {"max.retries": 0}) as gone, pytest.raises(RegistryUnavailable):
+        gone.check()
+    # A fresh, empty registry gives the schema the same id, whatever was registered first.
+    with RegistryServer() as again, Registry(again.url) as registry:
+        registry.register("something-else-value", "rwe.events.DeadLetter")
+        assert registry.register("restart-value", CE) == before
 
 
 # --------------------------------------------------------------------------- client errors
@@ -377,6 +380,14 @@ def test_unreachable_registry_is_one_line() -> None:
             call()
         assert url in str(info.value)
         assert "\n" not in str(info.value)
+
+
+def test_credentials_in_the_url_never_show() -> None:
+    url = f"http://rwe:s3cret@127.0.0.1:{free_port()}"
+    with Registry(url, {"max.retries": 0}) as registry, pytest.raises(RegistryUnavailable) as info:
+        registry.check()
+    assert "s3cret" not in str(info.value)
+    assert "127.0.0.1" in str(info.value)
 
 
 @pytest.mark.parametrize("url", ["localhost:8081", "ftp://registry", "http://", ""])
@@ -440,3 +451,90 @@ def test_resolution_follows_named_types_and_recursion() -> None:
     assert compatibility_problems(node, wider) != []
     assert compatibility_problems(schemas.raw_schema(CE), v1_schema()) == []
     assert compatibility_problems(v1_schema(), schemas.raw_schema(CE)) == []
+
+
+# The checker against fastavro's actual resolution: whenever it says a reader can read
+# a writer, every record of the writer decodes with the reader.
+
+_PRIMS = ("null", "boolean", "int", "long", "float", "double", "bytes", "string")
+_DEFAULTS: dict[str, Any] = {"null": None, "boolean": False, "int": 0, "long": 0, "float": 0.0,
+                             "double": 0.0, "bytes": "", "string": ""}
+
+
+@st.composite
+def field_types(draw: st.DrawFn, name: str) -> tuple[Any, Any]:
+    """(type, a valid default) of a field called ``name``."""
+    kind = draw(st.sampled_from(["prim", "optional", "enum", "array", "map"]))
+    prim = draw(st.sampled_from(_PRIMS))
+    if kind == "prim":
+        return prim, _DEFAULTS[prim]
+    if kind == "optional" and prim != "null":
+        return ["null", prim], None
+    if kind == "enum":
+        symbols = draw(st.lists(st.sampled_from("XYZ"), min_size=1, max_size=3, unique=True))
+        schema: dict[str, Any] = {"type": "enum", "name": f"E_{name}", "symbols": symbols}
+        if draw(st.booleans()):
+            schema["default"] = symbols[0]
+        return schema, symbols[0]
+    if kind == "array":
+        return {"type": "array", "items": prim}, []
+    return {"type": "map", "values": prim}, {}
+
+
+@st.composite
+def records(draw: st.DrawFn) -> dict[str, Any]:
+    names = draw(st.lists(st.sampled_from("abcd"), min_size=1, max_size=4, unique=True))
+    fields = []
+    for name in names:
+        type_, default = draw(field_types(name))
+        field: dict[str, Any] = {"name": name, "type": type_}
+        if draw(st.booleans()):
+            field["default"] = default
+        fields.append(field)
+    return {"type": "record", "name": "R", "fields": fields}
+
+
+def data_for(schema: Any) -> st.SearchStrategy[Any]:
+    if isinstance(schema, list):
+        return st.one_of(*(data_for(branch) for branch in schema))
+    if isinstance(schema, dict):
+        kind = schema["type"]
+        if kind == "record":
+            return st.fixed_dictionaries({f["name"]: data_for(f["type"]) for f in schema["fields"]})
+        if kind == "enum":
+            return st.sampled_from(schema["symbols"])
+        if kind == "array":
+            return st.lists(data_for(schema["items"]), max_size=2)
+        return st.dictionaries(st.text(max_size=2), data_for(schema["values"]), max_size=2)
+    return {
+        "null": st.none(), "boolean": st.booleans(),
+        "int": st.integers(-(2**31), 2**31 - 1), "long": st.integers(-(2**63), 2**63 - 1),
+        "float": st.floats(width=32, allow_nan=False), "double": st.floats(allow_nan=False),
+        "bytes": st.binary(max_size=3), "string": st.text(max_size=3),
+    }[schema]
+
+
+@hypothesis_settings(max_examples=400, deadline=None)
+@given(reader=records(), writer=records(), data=st.data())
+def test_compatible_means_fastavro_reads_it(reader: dict[str, Any], writer: dict[str, Any],
+                                            data: st.DataObject) -> None:
+    if compatibility_problems(reader, writer):
+        return
+    datum = data.draw(data_for(writer))
+    buf = io.BytesIO()
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(writer), datum)
+    buf.seek(0)
+    fastavro.schemaless_reader(buf, fastavro.parse_schema(writer), fastavro.parse_schema(reader))
+
+
+def test_a_registry_outage_stops_decoding_instead_of_dead_lettering() -> None:
+    from streams import wire
+
+    srv = RegistryServer()
+    with srv, Registry(srv.url) as registry:
+        schema_id = registry.register("outage-value", CE)
+    data = wire.Encoder(CE, wire.CONFLUENT, schema_id=schema_id).encode(event())
+    gone = Registry(srv.url, {"max.retries": 0})
+    decoder = wire.Decoder(CE, registry_lookup=gone.schema_by_id)
+    with pytest.raises(BrokerUnavailable):
+        decoder.decode(data)
