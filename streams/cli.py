@@ -47,7 +47,8 @@ SETTING_FLAGS = ("broker", "schema_registry_url", "topic_prefix", "partitions", 
 
 def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None, **extra: Any) -> Settings:
     overrides = {name: getattr(args, name, None) for name in SETTING_FLAGS}
-    return Settings.from_env(os.environ if env is None else env, **overrides, **extra)
+    overrides.update(extra)  # what the command itself fixes (the demo's embedded broker) wins
+    return Settings.from_env(os.environ if env is None else env, **overrides)
 
 
 # --------------------------------------------------------------------------- commands
@@ -151,7 +152,7 @@ def _serve_metrics(engine: Any, port: int) -> None:
 
     if port_in_use(port):
         raise ConfigError(f"metrics port {port} is in use: set RWE_METRICS_PORT (0 turns /metrics off)")
-    engine.metrics.serve(port)
+    engine.metrics.serve(port, engine.settings.metrics_host)
 
 
 def _wait_for_signal(done: Callable[[], bool] = lambda: False) -> None:

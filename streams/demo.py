@@ -10,6 +10,7 @@ process or port behind.
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import threading
 import time
@@ -45,6 +46,9 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     from streams.simulator import Shift, SimulationConfig, generate, publish
 
     console = Console()
+    if not logging.getLogger().isEnabledFor(logging.DEBUG):  # keep the live view clean
+        for name in ("streams", "agents"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     start = datetime(2025, 1, 1, tzinfo=UTC)
     config = SimulationConfig(
         seed=args.seed, patients_per_site=args.patients_per_site, start=start, days=args.days,
@@ -61,7 +65,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         if metrics_port and port_in_use(metrics_port):
             metrics_port = free_port()
         if metrics_port:
-            engine.metrics.serve(metrics_port)
+            engine.metrics.serve(metrics_port, settings.metrics_host)
         console.print(f"Tansu broker on {broker.bootstrap}; metrics on http://127.0.0.1:{metrics_port}/metrics; "
                       "dev mode: a throw-away pseudonymisation key (production needs RWE_PSEUDONYM_KEY).")
         worker = Worker(engine, ["normalise"])

@@ -7,8 +7,10 @@ meaning; the README's configuration table is generated from the same declaration
 
 from __future__ import annotations
 
+import logging
 import re
 import secrets
+import time
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
 from pathlib import Path
@@ -76,6 +78,8 @@ class Settings:
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
                                        "recorded time, or a record after now (clock skew).", default=3600.0)
     metrics_port: int = _setting("RWE_METRICS_PORT", "Port of the /metrics endpoint; 0 is off.", default=9464)
+    metrics_host: str = _setting("RWE_METRICS_HOST", "Address /metrics listens on; 0.0.0.0 in a container.",
+                                 default="127.0.0.1")
     log_level: str = _setting("RWE_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
     kafka: Mapping[str, str] = _setting(
         "RWE_KAFKA_*", "Passed to every Kafka client: RWE_KAFKA_SECURITY_PROTOCOL=SASL_SSL becomes "
@@ -143,7 +147,9 @@ class Settings:
     def kafka_config(self, **extra: Any) -> dict[str, Any]:
         """Client configuration for confluent-kafka: bootstrap servers, passthrough, ``extra``."""
         # Idle connections closed by the broker are normal; librdkafka would log each one.
-        return {"bootstrap.servers": self.broker, "log.connection.close": False, **self.kafka, **extra}
+        # Its other logs go through Python logging, each distinct line at most every 30 s.
+        return {"bootstrap.servers": self.broker, "log.connection.close": False, "logger": kafka_logger(),
+                **self.kafka, **extra}
 
     def with_(self, **changes: Any) -> Settings:
         return replace(self, **changes)
@@ -160,6 +166,31 @@ class Settings:
         return f"Settings({', '.join(shown)})"
 
     __str__ = __repr__
+
+
+class _RepeatFilter(logging.Filter):
+    """Drops a log line identical to one passed within ``window`` seconds."""
+
+    def __init__(self, window: float = 30.0) -> None:
+        super().__init__()
+        self.window = window
+        self._last: dict[str, float] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        # librdkafka lines start with a timestamp-free "FAIL|rdkafka#producer-1| ..." text.
+        text = re.sub(r"\(after \d+ms[^)]*\)", "", record.getMessage())
+        now = time.monotonic()
+        if now - self._last.get(text, -self.window) < self.window:
+            return False
+        self._last[text] = now
+        return True
+
+
+def kafka_logger() -> logging.Logger:
+    logger = logging.getLogger("rwe.kafka")
+    if not logger.filters:
+        logger.addFilter(_RepeatFilter())
+    return logger
 
 
 def _is_secret_key(key: str) -> bool:

@@ -43,7 +43,7 @@ def heart_failure(j: Journey, site: str, t0: int) -> None:
     p_death = ctx.probability("hf_mortality_30d", site, t0, 0.10, adj)
     delay = time_to_event(rng, p_death, 30 * DAY, later_per_year=0.15)
     j.death = None if delay is None else t0 + delay
-    p_readmit = ctx.probability("hf_readmission_30d", site, t0, 0.20, 0.25 * math.log(nt / 3500))
+    p_readmit = ctx.probability("hf_readmission_30d", site, t0, 0.18, 0.25 * math.log(nt / 3500))
     readmit = time_to_event(rng, p_readmit, 30 * DAY)
     los = int(_clip(math.exp(rng.gauss(math.log(6), 0.5)), 2, 15) * DAY)
     u = rng.random()
@@ -81,7 +81,7 @@ def myocardial_infarction(j: Journey, site: str, t0: int) -> None:
     trop = _clip(math.exp(rng.gauss(math.log(1500), 1.3)), 30, 200000)
     crea = _clip(math.exp(rng.gauss(math.log(95), 0.3)), 40, 900)
     adj = 0.05 * (j.age - 68) + 0.2 * math.log(trop / 1500) + 0.4 * math.log(crea / 95)
-    p_death = ctx.probability("ami_mortality_30d", site, t0, 0.08, adj)
+    p_death = ctx.probability("ami_mortality_30d", site, t0, 0.07, adj)
     delay = time_to_event(rng, p_death, 30 * DAY, later_per_year=0.05)
     j.death = None if delay is None else t0 + delay
     los = int(rng.uniform(2, 8) * DAY)

@@ -25,11 +25,11 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
         j.diagnosis(site, t0, "dementia", visit)
     baseline = min(29, max(10, round(rng.gauss(21, 4))))
     has_baseline = rng.random() < 0.9
-    p_decline = ctx.probability("dem_cognitive_decline_12m", site, t0, 0.30, -0.05 * (baseline - 21))
+    p_decline = ctx.probability("dem_cognitive_decline_12m", site, t0, 0.28, -0.05 * (baseline - 21))
     slope = rng.uniform(4.5, 8.0) if rng.random() < p_decline else rng.uniform(0.0, 1.2)
     p_emergency = ctx.probability("dem_emergency_admission_12m", site, t0, 0.25, 0.03 * (j.age - 80))
-    p_care = ctx.probability("dem_institutionalisation_12m", site, t0, 0.10, -0.08 * (baseline - 21))
-    p_death = ctx.probability("dem_mortality_12m", site, t0, 0.12, 0.06 * (j.age - 80))
+    p_care = ctx.probability("dem_institutionalisation_12m", site, t0, 0.12, -0.08 * (baseline - 21))
+    p_death = ctx.probability("dem_mortality_12m", site, t0, 0.095, 0.06 * (j.age - 80))
     death = time_to_event(rng, p_death, YEAR, later_per_year=0.15)
     j.death = None if death is None else t0 + death
     care = time_to_event(rng, p_care, YEAR, later_per_year=0.10)

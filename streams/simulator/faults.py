@@ -77,7 +77,7 @@ def arrange(events: list[Event], config: SimulationConfig,
             kind = rng.choices(kinds, weights)[0]
             item = malformed(rng, kind, events[i], profiles, used)
             keyed.append((events[i][0] + int(rng.random() * MINUTE), 4 * i + 2, item))
-    keyed.sort(key=lambda entry: (entry[0], entry[1]))
+    keyed.sort()  # (arrival, unique tie-break): items themselves are never compared
     return [item for _, _, item in keyed]
 
 

@@ -18,6 +18,8 @@ from streams.sites import Site
 from .model import OUTCOMES
 
 HOUR_US = 3_600_000_000
+DAY_US = 24 * HOUR_US
+_MIXED = 1 << 62  # marks a day with an offset change
 
 #: Spellings of each code system seen in real feeds (names, HL7 v2 codes, FHIR URIs).
 SPELLINGS: dict[str, tuple[str, ...]] = {
@@ -132,6 +134,7 @@ class SiteProfile:
     note_rate: float
     effects: dict[str, float]
     key: bytes = b""
+    zone_name: str | None = None  # the record's time_zone: None for a UTC feed
     _zone: zoneinfo.ZoneInfo | None = None
     _offsets: dict[int, int] = field(default_factory=dict)
 
@@ -139,24 +142,22 @@ class SiteProfile:
         """Wall-clock microseconds at the site for UTC ``t`` (unchanged for a UTC feed)."""
         if self._zone is None:
             return t
-        hour = t // HOUR_US  # European zones change offset on whole UTC hours
-        offset = self._offsets.get(hour)
-        if offset is None:
-            moment = datetime.fromtimestamp(hour * 3600, tz=UTC).astimezone(self._zone)
-            delta = moment.utcoffset()
-            offset = 0 if delta is None else int(delta.total_seconds()) * 1_000_000
-            self._offsets[hour] = offset
+        day = t // DAY_US
+        offset = self._offsets.get(day)
+        if offset is None:  # the offset is the same all day, or differs: look up the hour
+            first, last = self._offset(day * DAY_US), self._offset((day + 1) * DAY_US - 1)
+            offset = self._offsets[day] = first if first == last else _MIXED
+        if offset == _MIXED:  # zones change offset on whole UTC hours
+            hour = t // HOUR_US
+            offset = self._offsets.get(-1 - hour)
+            if offset is None:
+                offset = self._offsets[-1 - hour] = self._offset(hour * HOUR_US)
         return t + offset
 
-    @property
-    def time_zone(self) -> str | None:
-        return None if self.utc else self.site.time_zone
-
-    def system(self, rng: random.Random, kind: str) -> str:
-        """The spelling of code system ``kind`` on this event."""
-        if rng.random() < self.alt_spelling_rate:
-            return rng.choice(SPELLINGS[kind])
-        return self.spelling[kind]
+    def _offset(self, t: int) -> int:
+        assert self._zone is not None
+        delta = datetime.fromtimestamp(t // 1_000_000, tz=UTC).astimezone(self._zone).utcoffset()
+        return 0 if delta is None else int(delta.total_seconds()) * 1_000_000
 
     def icd(self, rng: random.Random, code: str) -> str:
         """``code`` as this feed writes it: with or without the dot, sometimes lower case."""
@@ -182,7 +183,7 @@ def profile(site: Site, index: int) -> SiteProfile:
     for lab, spec in LABS.items():
         units.setdefault(lab, rng.choice(tuple(spec.units)))
     dot_rate = {"ICD10GM": 0.95, "ICD10CM": 0.35}.get(coding, rng.uniform(0.5, 0.9))
-    effects = {outcome: rng.gauss(0.0, 0.25) for outcome in OUTCOMES}
+    effects = {outcome: max(-0.4, min(0.4, rng.gauss(0.0, 0.2))) for outcome in OUTCOMES}  # log OR
     utc = site.id in UTC_SITES or site.time_zone in ("UTC", "Etc/UTC")
     return SiteProfile(
         site=site,
@@ -202,6 +203,7 @@ def profile(site: Site, index: int) -> SiteProfile:
         note_rate=rng.choice((0.0, 0.0, 0.05, 0.15)),
         effects=effects,
         key=site.id.encode(),
+        zone_name=None if utc else site.time_zone,
         _zone=None if utc else zoneinfo.ZoneInfo(site.time_zone),
     )
 

@@ -23,7 +23,7 @@ def demographics(rng: random.Random) -> tuple[str, float, float]:
 def journey(j: Journey, site: str, t0: int, kind: str) -> None:
     rng, ctx = j.rng, j.ctx
     induction = t0 + int(rng.uniform(2, 7) * DAY)
-    p_death = ctx.probability("aml_early_death_30d", site, induction, 0.10, 0.04 * (j.age - 62))
+    p_death = ctx.probability("aml_early_death_30d", site, induction, 0.08, 0.04 * (j.age - 62))
     delay = time_to_event(rng, p_death, 30 * DAY, later_per_year=0.25)
     j.death = None if delay is None else induction + delay
     p_cr = ctx.probability("aml_complete_remission", site, induction, 0.66, -0.03 * (j.age - 62))

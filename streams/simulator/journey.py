@@ -2,7 +2,7 @@
 
 A journey is written in UTC event time; each record gets the site's local wall-clock
 time, its code style and units when it is emitted. Events outside the simulated span
-are computed (so journeys do not depend on the span) but not emitted.
+are dropped (censored), and draw no random numbers.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from .habits import ICD_CODES, LABS, SNOMED_CODES, SiteProfile, expit, logit
+from .habits import ICD_CODES, LABS, SNOMED_CODES, SPELLINGS, SiteProfile, expit, logit
 from .model import Shift, utc_us
 from .population import Patient
 
@@ -106,19 +106,22 @@ class Journey:
              code: str | None = None, value: float | None = None, unit: str | None = None,
              encounter: str | None = None, admission_type: str | None = None,
              disposition: str | None = None, prom: dict[str, Any] | None = None) -> None:
+        self._seq += 1
+        ctx = self.ctx
+        if not ctx.start_us <= t < ctx.end_us:
+            return
         rng = self.rng
-        prof = self.ctx.profiles[site_id]
+        prof = ctx.profiles[site_id]
         bits = rng.getrandbits(128)
         lo, hi = RECORD_DELAY[event_type]
-        delay = int((lo + rng.random() * (hi - lo)) * MINUTE)
-        self._seq += 1
-        if not self.ctx.start_us <= t < self.ctx.end_us:
-            return
         if prof.uuid_ids:
             h = f"{bits:032x}"
             event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         else:
             event_id = f"MSG{bits >> 64:016X}"
+        if system is not None:
+            system = (rng.choice(SPELLINGS[system]) if rng.random() < prof.alt_spelling_rate
+                      else prof.spelling[system])
         p = self.patient
         local = prof.local_us(t)
         note = None
@@ -132,9 +135,9 @@ class Journey:
             "encounter_id": encounter,
             "event_type": event_type,
             "event_time": local,
-            "recorded_time": local + delay,
-            "time_zone": prof.time_zone,
-            "code_system": None if system is None else prof.system(rng, system),
+            "recorded_time": local + int((lo + rng.random() * (hi - lo)) * MINUTE),
+            "time_zone": prof.zone_name,
+            "code_system": system,
             "code": code,
             "value": value,
             "unit": unit,
@@ -155,6 +158,8 @@ class Journey:
     def diagnosis(self, site_id: str, t: int, concept: str, encounter: str | None = None,
                   code: str | None = None) -> None:
         """A diagnosis of ``concept`` in the site's ICD-10 variant (or SNOMED, by habit)."""
+        if not self.ctx.start_us <= t < self.ctx.end_us:
+            return
         rng = self.rng
         prof = self.ctx.profiles[site_id]
         snomed = SNOMED_CODES.get(concept)
@@ -170,6 +175,8 @@ class Journey:
 
     def lab(self, site_id: str, t: int, lab: str, value: float, encounter: str | None = None) -> None:
         """A lab result given in the canonical unit, written in the site's unit."""
+        if not self.ctx.start_us <= t < self.ctx.end_us:
+            return
         prof = self.ctx.profiles[site_id]
         spec = LABS[lab]
         unit: str | None = prof.lab_unit(self.rng, lab)

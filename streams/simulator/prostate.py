@@ -13,7 +13,7 @@ from .journey import DAY, HOUR, Journey, time_to_event
 #: Radical prostatectomy: OPS at German sites, SNOMED CT elsewhere (concepts.toml).
 #: concepts.toml matches OPS codes exactly, so the feed sends the 5-604 category.
 OPS_PROSTATECTOMY = ("5-604",)
-SNOMED_PROSTATECTOMY = ("26294005", "90470006")
+SNOMED_PROSTATECTOMY = ("26294005",)
 PSA_VISITS = 8  # post-operative PSA every ~3 months, two years at most
 
 
@@ -33,7 +33,7 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
     p_death = ctx.probability("pca_mortality_90d", site, surgery, 0.005, 0.05 * (j.age - 64))
     delay = time_to_event(rng, p_death, 90 * DAY, later_per_year=0.01)
     j.death = None if delay is None else surgery + delay
-    p_bcr = ctx.probability("pca_bcr_12m", site, surgery, 0.15, 0.6 * math.log(psa_pre / 7.5))
+    p_bcr = ctx.probability("pca_bcr_12m", site, surgery, 0.165, 0.6 * math.log(psa_pre / 7.5))
     bcr = rng.random() < p_bcr
     onset = rng.choice((1, 2))  # first PSA above 0.2 at ~3 or ~6 months, rising after
 

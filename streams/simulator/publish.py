@@ -100,7 +100,7 @@ def _packed(messages: Iterable[SimMessage], batch: int) -> Iterator[tuple[bytes 
         return
     group: list[SimMessage] = []
     for m in messages:
-        if m.kind == MALFORMED and m.reason == "undecodable" or _header_len(m.value) is None:
+        if (m.kind == MALFORMED and m.reason == "undecodable") or _header_len(m.value) is None:
             yield m.key, m.value, m.event_time_us, 1
             continue
         group.append(m)

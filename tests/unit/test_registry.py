@@ -532,9 +532,10 @@ def test_a_registry_outage_stops_decoding_instead_of_dead_lettering() -> None:
 
     srv = RegistryServer()
     with srv, Registry(srv.url) as registry:
+        url = srv.url
         schema_id = registry.register("outage-value", CE)
     data = wire.Encoder(CE, wire.CONFLUENT, schema_id=schema_id).encode(event())
-    gone = Registry(srv.url, {"max.retries": 0})
+    gone = Registry(url, {"max.retries": 0})
     decoder = wire.Decoder(CE, registry_lookup=gone.schema_by_id)
     with pytest.raises(BrokerUnavailable):
         decoder.decode(data)

@@ -1,0 +1,59 @@
+"""The engine under test: streams.engine.Worker running the real NormaliseStage, in its own process.
+
+Configured like ``rwe worker --stages normalise`` through RWE_* environment variables.
+The only addition is timing: the wall-clock time at which the stage is first handed a
+batch is written to ``BENCH_STARTED_FILE``, so throughput excludes process start-up
+and the consumer-group join (reported separately by the benchmark).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def main() -> int:
+    from streams.engine import Engine, Worker
+    from streams.settings import Settings
+
+    settings = Settings.from_env(os.environ)
+    engine = Engine.create(settings)
+    worker = Worker(engine, ["normalise"])
+    started_file = os.environ.get("BENCH_STARTED_FILE")
+    for runner in worker.runners:
+        stage = runner.stage
+        original = stage.process
+        first: list[float] = []
+
+        def timed(messages, producer, _original=original, _first=first):  # type: ignore[no-untyped-def]
+            if not _first:
+                _first.append(time.time())
+                if started_file:
+                    Path(started_file).write_text(repr(_first[0]))
+            return _original(messages, producer)
+
+        stage.process = timed  # type: ignore[method-assign]
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker.start()
+    print("engine worker ready", flush=True)
+    while not stop.is_set() and worker.alive:
+        stop.wait(0.2)
+    worker.stop()
+    if worker.errors:
+        print(f"engine worker error: {worker.errors[0]}", file=sys.stderr, flush=True)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
