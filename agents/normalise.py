@@ -171,6 +171,9 @@ class NormaliseStage:
         self.metrics.dead_letters.labels(STAGE, rejection.reason, self.metrics.site_label(site_id)).inc()
         log.debug("dead letter %s at %s", rejection.reason, key.decode())
 
+    def tick(self, producer: Producer) -> int:
+        return 0
+
     def checkpoint(self, producer: Producer) -> bool:
         if self._changelog is None:
             self._changelog = ChangelogWriter(producer, self.changelog_topic)

@@ -45,6 +45,10 @@ class Stage(Protocol):
     def checkpoint(self, producer: Producer) -> bool:
         """After outputs are durable: write state changes; True if anything was produced."""
 
+    def tick(self, producer: Producer) -> int:
+        """Called after every batch and every idle poll: time-driven work such as publishing
+        coalesced snapshots. Returns how many records it produced."""
+
 
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
     return settings.kafka_config(**{
@@ -117,6 +121,10 @@ class StageRunner:
                 messages = self.consumer.consume(settings.batch_size, settings.batch_wait)
                 good = [m for m in messages if _usable(m)]
                 if not good:
+                    if stage.tick(self.producer):
+                        _flush(self.producer)
+                        if stage.checkpoint(self.producer):
+                            _flush(self.producer)
                     continue
                 started = time.perf_counter()
                 n = stage.process(good, self.producer)
@@ -124,6 +132,8 @@ class StageRunner:
                 if stage.checkpoint(self.producer):
                     _flush(self.producer)
                 self.consumer.commit(asynchronous=True)
+                if stage.tick(self.producer):
+                    _flush(self.producer)
                 batch_seconds.observe(time.perf_counter() - started)
                 batch_events.observe(n)
                 messages_in.inc(len(good))
