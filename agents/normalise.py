@@ -12,7 +12,6 @@ stable per event): a resend must land on the same raw partition.
 from __future__ import annotations
 
 import functools
-import hashlib
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -24,7 +23,7 @@ from streams.changelog import ChangelogWriter, restore
 from streams.clinical import ClinicalNormaliser
 from streams.clock import now_us
 from streams.codes import CodeMap
-from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore
+from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
 from streams.dlq import Rejected, Rejection, dead_letter
 from streams.engine import Engine
 from streams.metrics import EngineMetrics
@@ -33,11 +32,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "normalise"
-
-
-def content_digest(event: dict[str, Any]) -> int:
-    """Stable 63-bit digest of a decoded event, so a resend in another framing still matches."""
-    return int.from_bytes(hashlib.blake2b(repr(sorted(event.items())).encode(), digest_size=8).digest()) >> 1
 
 
 class NormaliseStage:

@@ -50,6 +50,7 @@ KEY = "bench-pseudonymisation-key-" + "x" * 20
 PARTITIONS = 2
 PREFIX = "bench."
 PYTHON = sys.executable
+LOG_DIR = Path(tempfile.gettempdir()) / "rwe-bench-logs"
 
 # --------------------------------------------------------------------------- cleanup
 _procs: list[subprocess.Popen[bytes]] = []
@@ -139,11 +140,17 @@ class Pipeline:
     def peak_rss(self) -> list[float]:
         return [peak_rss_mb(p.pid) or float("nan") for p in self.procs]
 
-    def stop(self) -> None:
+    def stop(self, keep_logs: bool = False) -> None:
         for proc in self.procs:
             _terminate(proc)
             if proc in _procs:
                 _procs.remove(proc)
+        for proc, logf in zip(self.procs, self.logs, strict=True):
+            if keep_logs or proc.returncode not in (0, -signal.SIGTERM):
+                kept = LOG_DIR / f"{self.name.replace(' ', '_')}-{proc.pid}.log"
+                LOG_DIR.mkdir(parents=True, exist_ok=True)
+                shutil.copy(logf, kept)
+                log(f"  {self.name} (pid {proc.pid}, exit {proc.returncode}): log kept in {kept}")
         shutil.rmtree(self.tmp, ignore_errors=True)
 
 
@@ -302,7 +309,11 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
         watcher.start()
         running = start_engine(settings, workers) if pipeline == "engine" else start_naive(settings)
         deadline = time.monotonic() + timeout
+        next_note = time.monotonic() + 15
         while watcher.reached_at is None:
+            if time.monotonic() > next_note:
+                next_note += 15
+                log(f"    ... {watcher.counts[out_topic]:,} out")
             running.check_alive()
             now = time.monotonic()
             if now > deadline:
@@ -329,7 +340,7 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
         if watcher is not None:
             watcher.stop()
         if running is not None:
-            running.stop()
+            running.stop(keep_logs=not result.complete)
         stop_broker(broker)
     return result
 
@@ -512,7 +523,8 @@ def report(tp: list[Throughput], lat: list[Latency], meta: dict[str, str], feed:
         lines.append(f"| {scenario} | {t.pipeline} | {t.feed} | {_fmt_rate(t.rate)} | {ratio} | {out} | "
                      f"{t.dlq:,} | {t.startup_s:.1f} | {t.wall_s:.1f} | {_fmt_rss(t.rss_mb)} |")
     lines += ["", "## Latency (scenario C): event produced -> normalised event consumed", "",
-              "| pipeline | rate ev/s | sent | received | p50 ms | p99 ms | mean ms | p50 first -> last tenth ms | kept up |",
+              "| pipeline | rate ev/s | sent | received | p50 ms | p99 ms | mean ms "
+              "| p50 first -> last tenth ms | kept up |",
               "|---|---|---|---|---|---|---|---|---|"]
     for x in lat:
         kept = "yes" if x.received == x.sent and x.last_p50 < 2 * x.first_p50 + 100 else "NO (fell behind)"

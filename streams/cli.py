@@ -141,6 +141,50 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.replay(settings, reasons=args.reason, to_topic=args.to_topic, dry_run=args.dry_run)
 
 
+def cmd_catalogue(args: argparse.Namespace) -> int:
+    import json
+
+    from streams.definitions import load_catalogue
+
+    catalogue = load_catalogue(Path(args.dir) if args.dir else None)
+    if args.action == "validate":
+        print(f"catalogue {catalogue.version}: {len(catalogue.indicators)} indicators in "
+              f"{len(catalogue.by_area())} areas, valid")
+    elif args.action == "list":
+        print(f"catalogue {catalogue.version}")
+        for area, indicators in sorted(catalogue.by_area().items()):
+            print(f"\n{area}")
+            for ind in indicators:
+                print(f"  {ind.id:32} {ind.shape:15} {ind.horizon_days:>5g} d  {ind.title}")
+    else:
+        if not args.indicator:
+            raise ConfigError("catalogue show needs an indicator id (see rwe catalogue list)")
+        unknown = [i for i in args.indicator if i not in catalogue.indicators]
+        if unknown:
+            raise ConfigError(f"unknown indicator {unknown[0]!r} (see rwe catalogue list)")
+        for ind_id in args.indicator:
+            print(json.dumps({"catalogue_version": catalogue.version, **catalogue.indicators[ind_id].describe()},
+                             indent=2, default=str))
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from streams.evaluate import evaluate, write_csv, write_json
+    from streams.indicator_report import snapshots_for
+
+    settings = settings_from(args, mode=DEV)
+    result = evaluate(Path(args.events), settings)
+    snapshots = snapshots_for(result, settings)
+    text = write_json(result, snapshots) if args.format == "json" else write_csv(snapshots)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"{result.events} events, {result.accepted} accepted, {len(result.observations)} observations, "
+              f"{len(snapshots)} indicator cells -> {args.out}")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from streams.demo import run_demo
 
@@ -224,6 +268,16 @@ def build_parser() -> argparse.ArgumentParser:
     p = add("registry", lambda a: registry_server.run(a, settings_from(a)),
             "Run a Confluent-compatible schema registry (memory storage) for local use.")
     registry_server.add_arguments(p)
+
+    p = add("catalogue", cmd_catalogue, "List, show or validate the condition catalogue's indicators.")
+    p.add_argument("action", choices=["list", "show", "validate"])
+    p.add_argument("indicator", nargs="*", help="indicator ids (show)")
+    p.add_argument("--dir", default=None, help="catalogue folder of *.toml files (default: the built-in one)")
+
+    p = add("evaluate", cmd_evaluate, "Compute the indicators from an Avro event file, without a broker.")
+    p.add_argument("--events", required=True, help="Avro container file of ClinicalEvents (rwe simulate --out)")
+    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--out", default=None, help="write here instead of standard output")
 
     p = add("config", cmd_config, "Show the effective settings (secrets masked).")
     p.add_argument("--table", action="store_true", help="also print every setting as a Markdown table")

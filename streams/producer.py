@@ -11,7 +11,6 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-import fastavro
 from confluent_kafka import Producer
 
 from streams import schemas, topics, wire
@@ -74,10 +73,9 @@ def read_events(path: Path) -> Iterator[dict[str, Any]]:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     with handle:
         try:
-            reader = fastavro.reader(handle, reader_schema=schemas.parsed_plain(schemas.CLINICAL_EVENT))
-        except ValueError:
-            raise ConfigError(f"{path} is not an Avro container file") from None
-        yield from reader  # type: ignore[misc]
+            yield from wire.read_container(handle, schemas.CLINICAL_EVENT)
+        except (ValueError, wire.DecodeError) as exc:
+            raise ConfigError(f"{path} is not an Avro container of ClinicalEvents: {exc}") from None
 
 
 def publish_file(settings: Settings, path: Path, batch: int = 0, topic: str | None = None) -> tuple[int, int]:

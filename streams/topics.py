@@ -40,6 +40,8 @@ INDICATORS = "outcomes.indicators"
 ALERTS = "outcomes.alerts"
 NETWORK = "network.aggregates"
 DEDUPE_CHANGELOG = "normalise.dedupe-changelog"
+ASCERTAIN_CHANGELOG = "ascertain.changelog"
+AGGREGATE_CHANGELOG = "aggregate.changelog"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(RAW, "ClinicalEvent from hospital feeds: single records or Avro containers of many.",
@@ -57,6 +59,10 @@ TOPICS: tuple[TopicSpec, ...] = (
               key="indicator|scope|scope id|window"),
     TopicSpec(DEDUPE_CHANGELOG, "Internal: normaliser dedupe state, one record per partition per batch.",
               key="input partition"),
+    TopicSpec(ASCERTAIN_CHANGELOG, "Internal: patient timelines, one record per partition per batch.",
+              key="input partition"),
+    TopicSpec(AGGREGATE_CHANGELOG, "Internal: rolling indicator state (observation upserts, evicted totals), "
+              "one record per partition per batch.", key="input partition"),
 )
 
 

@@ -19,9 +19,9 @@ from __future__ import annotations
 import io
 import json
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import fastavro
 
@@ -182,29 +182,40 @@ class Decoder:
         return record
 
     def _container(self, data: bytes) -> list[dict[str, Any]]:
-        blocks = fastavro.block_reader(io.BytesIO(data))
-        writer_schema = blocks.writer_schema
-        if not isinstance(writer_schema, dict):
-            raise DecodeError("wrong_schema", "container schema is not a record")
-        self._check_name(str(writer_schema.get("name", "")), writer_schema.get("namespace"))
-        writer = _parse_plain(writer_schema)
-        reader = None if schemas.canonical_form(writer_schema) == self._reader_canonical else self._reader
-        records: list[dict[str, Any]] = []
-        block: Any
-        for block in blocks:
-            # Decoding block bytes with the logical-type-free writer keeps timestamps
-            # as integers, like the single-record paths.
-            buf = block.bytes_  # a BytesIO of the block, already decompressed
-            for _ in range(block.num_records):
-                records.append(fastavro.schemaless_reader(buf, writer, reader))  # type: ignore[arg-type]
-            if buf.tell() != len(buf.getbuffer()):
-                raise DecodeError("undecodable", "container block has trailing bytes")
-        return records
+        return list(read_container(io.BytesIO(data), self.reader_name))
 
     def _check_name(self, name: str, namespace: Any = None) -> None:
         full = name if "." in name or not namespace else f"{namespace}.{name}"
         if full != self.reader_name:
             raise DecodeError("wrong_schema", f"record is {full or 'unnamed'}, expected {self.reader_name}")
+
+
+def read_container(fo: BinaryIO, reader_name: str) -> Iterator[dict[str, Any]]:
+    """Records of an Avro object container as plain dicts of ``reader_name`` (timestamps as ints).
+
+    Blocks are decoded with the writer schema stripped of logical types, so timestamps
+    stay integer microseconds as on every other path; the writer must be a version of
+    the reader's schema.
+    """
+    blocks = fastavro.block_reader(fo)
+    writer_schema: Any = blocks.writer_schema
+    if not isinstance(writer_schema, dict):
+        raise DecodeError("wrong_schema", "container schema is not a record")
+    name = str(writer_schema.get("name", ""))
+    namespace = writer_schema.get("namespace")
+    full = name if "." in name or not namespace else f"{namespace}.{name}"
+    if full != reader_name:
+        raise DecodeError("wrong_schema", f"container holds {full or 'unnamed'}, expected {reader_name}")
+    writer = _parse_plain(writer_schema)
+    same = schemas.canonical_form(writer_schema) == schemas.canonical_form(schemas.raw_schema(reader_name))
+    reader = None if same else schemas.parsed_plain(reader_name)
+    block: Any
+    for block in blocks:
+        buf = block.bytes_  # a BytesIO of the block, already decompressed
+        for _ in range(block.num_records):
+            yield fastavro.schemaless_reader(buf, writer, reader)  # type: ignore[misc]
+        if buf.tell() != len(buf.getbuffer()):
+            raise DecodeError("undecodable", "container block has trailing bytes")
 
 
 class Encoder:

@@ -1,0 +1,268 @@
+"""Outcome tracking for one partition of patients (pure logic, no Kafka).
+
+Events go in (``add``), in arrival order; ``collect`` then returns the observations
+whose published state must change. The event-time watermark is the largest event
+time seen minus the allowed lateness: an event older than it is late, counted and not
+applied. Observations close as negative when the watermark passes their horizon;
+patients whose facts are all older than the retention (longest horizon + a year of
+look-back for covariates + lateness) and who have nothing open are evicted.
+
+The same tracker drives the stream (one per input partition, persisted through a
+batched changelog) and the batch evaluator (one for the whole file), which is what
+makes their answers the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from streams.ascertainment import EXCLUDED, OPEN, Observation, ascertain, next_deadline, transfer_deadlines
+from streams.definitions import Catalogue, Indicator
+from streams.sites import Site
+from streams.timeline import DAY_US, Fact, PatientTimeline, fact_from_event
+
+APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
+LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """What was last published for an observation: enough to retract it."""
+
+    signature: int
+    site: str
+    index_time: int
+    horizon_end: int
+
+
+def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, Site]) -> dict[str, Any]:
+    """The OutcomeObservation record (plain dict) of an observation."""
+    ind = catalogue.indicators[obs.indicator]
+    site = sites.get(obs.site)
+    return {
+        "observation_id": obs.observation_id, "indicator": obs.indicator, "area": ind.area,
+        "catalogue_version": catalogue.version, "site_id": obs.site,
+        "region": site.region if site else "unknown", "country": site.country if site else "unknown",
+        "status": obs.status, "index_time": obs.index_time, "horizon_end": obs.horizon_end,
+        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value, "expected": None,
+        "exclusion": obs.exclusion, "covariates": dict(obs.covariates),
+    }
+
+
+def signature(obs: Observation) -> int:
+    """Stable digest (across processes) of what a record of ``obs`` says."""
+    text = f"{obs.status}|{obs.outcome}|{obs.value!r}|{obs.exclusion}|{obs.closed_time}|{obs.site}"
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), signed=True)
+
+
+class OutcomeTracker:
+    """Patient timelines and their observations for one partition."""
+
+    def __init__(self, catalogue: Catalogue, lateness_us: int) -> None:
+        self.catalogue = catalogue
+        self.lateness_us = lateness_us
+        self.retention_us = catalogue.max_horizon_us + LOOKBACK_US + lateness_us
+        self.max_seen = 0
+        self.patients: dict[str, PatientTimeline] = {}
+        self.published: dict[str, dict[str, Published]] = {}
+        self._relevant = catalogue.relevant_concepts()
+        self._proms = catalogue.prom_keys()
+        self._dirty: set[str] = set()
+        self._wake: dict[int, set[str]] = {}
+        self._woken_through = -1
+        # changelog bookkeeping: what this batch changed, per patient
+        self._new_facts: dict[str, list[Fact]] = {}
+        self._new_published: dict[str, dict[str, Published]] = {}
+        self._demographics_changed: set[str] = set()
+        self._evicted: set[str] = set()
+        self._indicators = tuple(catalogue.indicators.values())
+        self.pending_restore = False
+
+    @property
+    def watermark(self) -> int:
+        return self.max_seen - self.lateness_us
+
+    # ------------------------------------------------------------------ input
+    def add(self, event: dict[str, Any]) -> str:
+        """Apply one NormalisedEvent (plain dict): APPLIED, IGNORED, DUPLICATE or LATE."""
+        time = event["event_time"]
+        if self.max_seen and time < self.max_seen - self.lateness_us:
+            return LATE
+        self.max_seen = max(self.max_seen, time)
+        pseudonym = event["patient_pseudonym"]
+        tl = self.patients.get(pseudonym)
+        fact = fact_from_event(event, self._relevant, self._proms)
+        if tl is None:
+            if fact is None:
+                return IGNORED
+            tl = self.patients[pseudonym] = PatientTimeline()
+            self._evicted.discard(pseudonym)
+        if tl.note_demographics(event["birth_year"], event["sex"]):
+            self._demographics_changed.add(pseudonym)
+        if fact is None:
+            return IGNORED
+        if not tl.add(fact):
+            return DUPLICATE
+        self._new_facts.setdefault(pseudonym, []).append(fact)
+        self._dirty.add(pseudonym)
+        return APPLIED
+
+    # ------------------------------------------------------------------ output
+    def collect(self) -> list[Observation]:
+        """Observations whose published state changes, after the events added so far."""
+        watermark = self.watermark
+        today = watermark // DAY_US
+        for day in [d for d in self._wake if d <= today]:
+            self._dirty |= self._wake.pop(day)
+        changed: list[Observation] = []
+        for pseudonym in self._dirty:
+            tl = self.patients.get(pseudonym)
+            if tl is not None:
+                changed.extend(self._evaluate(pseudonym, tl, watermark))
+        self._dirty.clear()
+        self._woken_through = max(self._woken_through, today)
+        return changed
+
+    def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int) -> list[Observation]:
+        cutoff = watermark - self.retention_us
+        published = self.published.setdefault(pseudonym, {})
+        current: dict[str, Observation] = {}
+        next_wake: int | None = None
+        for ind in self._relevant_indicators(tl):
+            for obs in ascertain(ind, tl, watermark):
+                current[obs.observation_id] = obs
+                if obs.status == OPEN:
+                    deadline = next_deadline(obs, ind)
+                    next_wake = deadline if next_wake is None else min(next_wake, deadline)
+        for deadline in transfer_deadlines(tl):
+            if deadline > watermark:
+                next_wake = deadline if next_wake is None else min(next_wake, deadline)
+        out = []
+        for obs_id, obs in current.items():
+            sig = signature(obs)
+            before = published.get(obs_id)
+            if before is None or before.signature != sig:
+                record = Published(sig, obs.site, obs.index_time, obs.horizon_end)
+                published[obs_id] = record
+                self._new_published.setdefault(pseudonym, {})[obs_id] = record
+                out.append(obs)
+        for obs_id, before in list(published.items()):
+            if obs_id in current:
+                continue
+            retraction = Observation(obs_id, obs_id.split(":")[0], before.site, before.index_time,
+                                     before.horizon_end, EXCLUDED, exclusion="superseded")
+            sig = signature(retraction)
+            if before.signature != sig:
+                record = Published(sig, before.site, before.index_time, before.horizon_end)
+                published[obs_id] = record
+                self._new_published.setdefault(pseudonym, {})[obs_id] = record
+                out.append(retraction)
+        # Everything indexed before the cutoff is final by now (retention > horizon + lateness):
+        # forget it, and the facts only it needed.
+        tl.drop_before(cutoff)
+        for obs_id in [k for k, v in published.items() if v.index_time < cutoff]:
+            del published[obs_id]
+        if next_wake is not None:
+            self._wake.setdefault(max(next_wake // DAY_US, self._woken_through + 1), set()).add(pseudonym)
+        elif tl.facts and tl.facts[-1].time < cutoff + DAY_US:
+            self._evict(pseudonym)
+        elif tl.facts:  # look again when the newest fact leaves the retention
+            self._wake.setdefault((tl.facts[-1].time + self.retention_us) // DAY_US + 1, set()).add(pseudonym)
+        else:
+            self._evict(pseudonym)
+        return out
+
+    def _relevant_indicators(self, tl: PatientTimeline) -> Iterable[Indicator]:
+        concepts: set[str] = set()
+        kinds: set[str] = set()
+        for f in tl.facts:
+            concepts |= f.concepts
+            kinds.add(f.kind)
+        for ind in self._indicators:
+            sel = ind.index
+            if (sel.stay_concepts and concepts & sel.stay_concepts) or (
+                    not sel.stay_concepts and sel.event in kinds and (not sel.concepts or concepts & sel.concepts)):
+                yield ind
+
+    def _evict(self, pseudonym: str) -> None:
+        self.patients.pop(pseudonym, None)
+        self.published.pop(pseudonym, None)
+        self._evicted.add(pseudonym)
+
+    def flush_all(self) -> list[Observation]:
+        """Evaluate every patient now (after a restore, or at the end of a batch run)."""
+        self.pending_restore = False
+        self._dirty |= set(self.patients)
+        return self.collect()
+
+    # ------------------------------------------------------------------ durability
+    def take_delta(self) -> dict[str, Any] | None:
+        touched = set(self._new_facts) | set(self._new_published) | self._demographics_changed | self._evicted
+        if not touched:
+            return None
+        patients = [self._change(p, p in self._evicted, self._new_facts.get(p, ()),
+                                 self._new_published.get(p, {})) for p in sorted(touched)]
+        self._new_facts, self._new_published = {}, {}
+        self._demographics_changed, self._evicted = set(), set()
+        return {"snapshot": False, "max_seen": self.max_seen, "patients": patients}
+
+    def snapshot(self, chunk: int = 300) -> list[dict[str, Any]]:
+        self.take_delta()
+        names = sorted(self.patients)
+        records = []
+        for i in range(0, max(len(names), 1), chunk):
+            patients = [self._change(p, False, self.patients[p].facts, self.published.get(p, {}))
+                        for p in names[i:i + chunk]]
+            records.append({"snapshot": i == 0, "max_seen": self.max_seen, "patients": patients})
+        return records
+
+    def _change(self, pseudonym: str, evicted: bool, facts: Iterable[Fact],
+                published: dict[str, Published]) -> dict[str, Any]:
+        tl = self.patients.get(pseudonym)
+        return {
+            "pseudonym": pseudonym, "evicted": evicted,
+            "birth_year": tl.birth_year if tl else None, "male": tl.male if tl else None,
+            "facts": [{"time": f.time, "kind": f.kind, "site": f.site, "ref": f.ref, "concepts": sorted(f.concepts),
+                       "value": f.value, "attr": f.attr, "key": f.key} for f in facts],
+            "published": [{"id": k, "signature": v.signature, "site": v.site, "index_time": v.index_time,
+                           "horizon_end": v.horizon_end} for k, v in published.items()],
+        }
+
+    def apply(self, record: dict[str, Any]) -> None:
+        """Replay one changelog record into the tracker."""
+        if record["snapshot"]:
+            self.patients.clear()
+            self.published.clear()
+        self.max_seen = max(self.max_seen, record["max_seen"])
+        for change in record["patients"]:
+            p = change["pseudonym"]
+            if change["evicted"]:
+                self.patients.pop(p, None)
+                self.published.pop(p, None)
+                continue
+            tl = self.patients.setdefault(p, PatientTimeline())
+            if change["birth_year"] is not None:
+                tl.birth_year = change["birth_year"]
+            if change["male"] is not None:
+                tl.male = change["male"]
+            for f in change["facts"]:
+                tl.add(Fact(f["time"], f["kind"], f["site"], f["ref"], frozenset(f["concepts"]), f["value"],
+                            f["attr"], f["key"]))
+            published = self.published.setdefault(p, {})
+            for rec in change["published"]:
+                published[rec["id"]] = Published(rec["signature"], rec["site"], rec["index_time"],
+                                                 rec["horizon_end"])
+
+    def restored(self) -> None:
+        """After replaying the changelog: nothing is pending, every patient is re-examined."""
+        self._new_facts, self._new_published = {}, {}
+        self._demographics_changed, self._evicted = set(), set()
+        self.pending_restore = bool(self.patients)
+
+    def stats(self) -> tuple[int, int, int]:
+        """(patients, facts, published observations) held."""
+        return (len(self.patients), sum(len(t.facts) for t in self.patients.values()),
+                sum(len(p) for p in self.published.values()))

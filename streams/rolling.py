@@ -1,0 +1,483 @@
+"""Rolling outcome indicators of one input partition: pure state, no Kafka.
+
+What the aggregate stage (``agents/aggregate.py``) keeps per partition of
+``outcomes.observations``. Observations are partitioned by indicator, so every site
+of an indicator meets in one partition and every scope (site, region, country,
+network) is computed here. Product decisions:
+
+* **Upsert.** The current record of each ``observation_id`` replaces earlier ones:
+  OPEN, then FINAL or EXCLUDED. EXCLUDED with exclusion ``superseded`` retracts the
+  observation (it leaves every count). An identical record changes nothing, so a
+  redelivered batch is absorbed.
+* **Clock.** ``as_of`` is the partition's event-time clock: the largest
+  ``closed_time`` (or ``index_time`` while open) of any observation seen.
+* **Follow-up.** An indicator's follow-up is ``horizon_days`` plus, for shapes with
+  a response window (``value_at``), that window's ``window_days``: the longest an
+  observation can stay OPEN.
+* **Windows.** 30, 90 and 365 days and cumulative (``window_days`` null). A window
+  holds index times in (end - W days, end], end = as_of - follow-up, so a rolling
+  window holds index events whose follow-up has ended; cumulative holds every index
+  time <= end since the partition began. In a window: denominator = FINAL,
+  numerator = FINAL with outcome 1 (proportions), pending = OPEN, excluded =
+  EXCLUDED (not superseded). Proportion with a Wilson 95 % interval; continuous:
+  mean, median, sample SD (ddof 1, null when n < 2) of ``value``. ``expected`` is the
+  sum of ``expected`` when every FINAL observation in the window has one (null when
+  the denominator is 0 or one is missing).
+* **Median only for rolling windows.** The cumulative window has no median: an
+  exact one would keep every value forever, and a sampled one would make published
+  numbers depend on arrival order and restarts. Cumulative mean and SD are exact.
+* **Retention.** Observations whose index day lies wholly before
+  as_of - 365 d - follow-up can never enter a rolling window again: whole index
+  days are evicted, their counts and exact sums move into per-(indicator, site)
+  cumulative totals. A later record for an index time that old is not applied (it
+  could double count an evicted one) and is reported as ``BEYOND_RETENTION``.
+* **Exact sums.** Values and expected risks are summed as exact integers
+  (:mod:`streams.statistics`), so incremental totals equal totals recomputed from
+  scratch, and a restored partition publishes bit-identical snapshots.
+* **Scopes.** A site's region and country come from its latest observation. A
+  region belongs to the country of its first site (by id), so the scope tree is
+  always a tree and parents are exact sums of their children.
+
+Durability: :meth:`RollingState.take_delta`, :meth:`RollingState.snapshot` and
+:meth:`RollingState.apply` exchange ``rwe.internal.AggregateDelta`` records. A
+replay of the deltas after a snapshot, then :meth:`RollingState.evict`, rebuilds
+the same state, including the cumulative totals of evicted observations.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right, insort
+from collections.abc import Iterable, Mapping
+from operator import add, sub
+from typing import Any
+
+from streams import disclosure
+from streams.definitions import Catalogue, Indicator
+from streams.statistics import exact, mean_of_sum, median, proportion, sd_of_sums, to_float, wilson_interval
+
+DAY_US = 86_400_000_000
+WINDOWS: tuple[int | None, ...] = (30, 90, 365, None)
+RETENTION_DAYS = 365
+SUPERSEDED = "superseded"
+OPEN, FINAL, EXCLUDED = "OPEN", "FINAL", "EXCLUDED"
+RETRACTED = "RETRACTED"  # changelog only: the observation was superseded
+STATUSES = (OPEN, FINAL, EXCLUDED)
+NETWORK_ID = "network"
+CHUNK = 5_000  # observations per changelog record: ~0.5 MB, under the broker's 1 MB default
+
+# upsert results
+CHANGED = "changed"
+UNCHANGED = "unchanged"
+BEYOND_RETENTION = "beyond_retention"
+
+# A tally: [denominator, numerator, pending, excluded, n with expected,
+#           sum(value), sum(value^2), sum(expected)] (sums exact, see statistics)
+DEN, NUM, PEND, EXCL, NEXP, SV, SV2, SEXP = range(8)
+EMPTY = (0, 0, 0, 0, 0, 0, 0, 0)
+Tally = list[int]
+
+
+def follow_up_us(indicator: Indicator) -> int:
+    """Longest follow-up of an observation (us): horizon plus a response window."""
+    return int((indicator.horizon_days + float(indicator.params.get("window_days", 0))) * DAY_US)
+
+
+def window_key(window_days: int | None) -> str:
+    return "all" if window_days is None else str(window_days)
+
+
+def snapshot_key(indicator: str, scope: str, scope_id: str, window_days: int | None) -> str:
+    """Key of an IndicatorSnapshot on the compacted topics."""
+    return f"{indicator}|{scope}|{scope_id}|{window_key(window_days)}"
+
+
+def problem(record: Mapping[str, Any], catalogue: Catalogue) -> str | None:
+    """Why an OutcomeObservation cannot be aggregated (None: it can)."""
+    ind = catalogue.indicators.get(record.get("indicator", ""))
+    if ind is None:
+        return "unknown indicator"
+    status = record.get("status")
+    if status not in STATUSES:
+        return f"unknown status {status!r}"
+    if not isinstance(record.get("index_time"), int):
+        return "index_time missing"
+    expected = record.get("expected")
+    if expected is not None and not math.isfinite(expected):
+        return "expected is not a finite number"
+    if status == FINAL:
+        if ind.kind == "proportion" and record.get("outcome") not in (0, 1):
+            return "FINAL proportion observation without outcome 0 or 1"
+        value = record.get("value")
+        if ind.kind == "continuous" and (value is None or not math.isfinite(value)):
+            return "FINAL continuous observation without a finite value"
+    return None
+
+
+class Obs:
+    """The current state of one observation, with its contribution to tallies."""
+
+    __slots__ = ("contrib", "country", "expected", "index_time", "indicator", "outcome", "region", "site",
+                 "status", "value")
+
+    def __init__(self, indicator: str, site: str, region: str, country: str, index_time: int, status: str,
+                 outcome: int | None, value: float | None, expected: float | None, continuous: bool) -> None:
+        if status != FINAL:  # only FINAL observations carry results into tallies
+            outcome = value = expected = None
+        elif continuous:
+            outcome = None
+        else:
+            value = None
+        self.indicator, self.site, self.region, self.country = indicator, site, region, country
+        self.index_time, self.status, self.outcome, self.value, self.expected = (
+            index_time, status, outcome, value, expected)
+        if status == FINAL:
+            ev = exact(value) if value is not None else 0
+            self.contrib: tuple[int, ...] = (
+                1, 1 if outcome == 1 else 0, 0, 0, 0 if expected is None else 1, ev, ev * ev,
+                0 if expected is None else exact(expected))
+        elif status == OPEN:
+            self.contrib = (0, 0, 1, 0, 0, 0, 0, 0)
+        else:
+            self.contrib = (0, 0, 0, 1, 0, 0, 0, 0)
+
+    def fields(self) -> tuple[Any, ...]:
+        return (self.indicator, self.site, self.region, self.country, self.index_time, self.status, self.outcome,
+                self.value, self.expected)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Obs) and self.fields() == other.fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def entry(self, observation_id: str, status: str | None = None) -> dict[str, Any]:
+        """The changelog entry of this state (``status`` RETRACTED for a retraction)."""
+        return {"observation_id": observation_id, "indicator": self.indicator, "site_id": self.site,
+                "region": self.region, "country": self.country, "index_time": self.index_time,
+                "status": status or self.status, "outcome": self.outcome, "value": self.value,
+                "expected": self.expected}
+
+
+class Day:
+    """Observations of one indicator at one site whose index time falls on one UTC day."""
+
+    __slots__ = ("members", "tally")
+
+    def __init__(self) -> None:
+        self.members: dict[str, Obs] = {}
+        self.tally: Tally = list(EMPTY)
+
+
+class Series:
+    """One indicator at one site: day buckets, running totals, evicted totals."""
+
+    __slots__ = ("base", "day_keys", "days", "total")
+
+    def __init__(self) -> None:
+        self.days: dict[int, Day] = {}
+        self.day_keys: list[int] = []   # sorted
+        self.total: Tally = list(EMPTY)  # everything ever counted: retained + base
+        self.base: Tally = list(EMPTY)   # evicted observations
+
+    def window(self, lo: int | None, hi: int, want_values: bool) -> tuple[Tally, list[float] | None]:
+        """Tally of index times in (lo, hi] (lo None: cumulative), and FINAL values if wanted."""
+        keys, days = self.day_keys, self.days
+        d_hi = hi // DAY_US
+        if lo is None:  # cumulative: the running total minus what lies after hi
+            tally = list(self.total)
+            j = bisect_right(keys, d_hi)
+            for d in keys[j:]:
+                tally = list(map(sub, tally, days[d].tally))
+            if j and keys[j - 1] == d_hi:
+                for o in days[d_hi].members.values():
+                    if o.index_time > hi:
+                        tally = list(map(sub, tally, o.contrib))
+            return tally, None
+        d_lo = lo // DAY_US
+        tally = list(EMPTY)
+        values: list[float] | None = [] if want_values else None
+        for d in keys[bisect_left(keys, d_lo):bisect_right(keys, d_hi)]:
+            day = days[d]
+            if d == d_lo or d == d_hi:
+                for o in day.members.values():
+                    if lo < o.index_time <= hi:
+                        tally = list(map(add, tally, o.contrib))
+                        if values is not None and o.value is not None:
+                            values.append(o.value)
+            else:
+                tally = list(map(add, tally, day.tally))
+                if values is not None:
+                    values.extend(o.value for o in day.members.values() if o.value is not None)
+        return tally, values
+
+
+def _int_bytes(n: int) -> bytes:
+    return n.to_bytes(n.bit_length() // 8 + 1, "big", signed=True)
+
+
+def _bytes_int(b: bytes) -> int:
+    return int.from_bytes(b, "big", signed=True)
+
+
+class RollingState:
+    """Observations and rolling indicator tallies of one input partition."""
+
+    def __init__(self, catalogue: Catalogue) -> None:
+        self.catalogue = catalogue
+        self.as_of = 0
+        self._obs: dict[str, Obs] = {}
+        self._series: dict[tuple[str, str], Series] = {}
+        self._sites_of: dict[str, set[str]] = {}
+        self.site_geo: dict[str, tuple[str, str]] = {}
+        self._pending: dict[str, dict[str, Any]] = {}
+        self._persisted_as_of = 0
+        self._follow_up = {i.id: follow_up_us(i) for i in catalogue.indicators.values()}
+        self.dirty: set[str] = set()  # indicators whose snapshots may have changed
+
+    def __len__(self) -> int:
+        return len(self._obs)
+
+    @property
+    def indicators(self) -> list[str]:
+        """Indicators with observations (or evicted totals) in this partition."""
+        return sorted(self._sites_of)
+
+    def observation(self, observation_id: str) -> Obs | None:
+        return self._obs.get(observation_id)
+
+    # --- updates -------------------------------------------------------------
+    def first_kept_day(self, indicator: str) -> int:
+        """Index days before this are evicted (and records for them not applied)."""
+        return (self.as_of - RETENTION_DAYS * DAY_US - self._follow_up[indicator]) // DAY_US
+
+    def advance(self, event_time: int) -> None:
+        if event_time > self.as_of:
+            self.as_of = event_time
+            self.dirty.update(self._sites_of)
+
+    def upsert(self, record: Mapping[str, Any]) -> str:
+        """Apply one OutcomeObservation (validated with :func:`problem`): CHANGED,
+        UNCHANGED or BEYOND_RETENTION."""
+        closed = record.get("closed_time")
+        self.advance(closed if closed is not None else record["index_time"])
+        indicator = record["indicator"]
+        if record["index_time"] // DAY_US < self.first_kept_day(indicator):
+            return BEYOND_RETENTION
+        obs_id = record["observation_id"]
+        if record["status"] == EXCLUDED and record.get("exclusion") == SUPERSEDED:
+            new = None
+        else:
+            ind = self.catalogue.indicators[indicator]
+            new = Obs(indicator, record["site_id"], record["region"], record["country"], record["index_time"],
+                      record["status"], record.get("outcome"), record.get("value"), record.get("expected"),
+                      ind.kind == "continuous")
+        old = self._obs.get(obs_id)
+        if not self._put(obs_id, old, new):
+            return UNCHANGED
+        self._pending.pop(obs_id, None)  # re-insert: a delta keeps the order of last writes
+        assert new is not None or old is not None
+        self._pending[obs_id] = new.entry(obs_id) if new is not None else old.entry(obs_id, RETRACTED)  # type: ignore[union-attr]
+        return CHANGED
+
+    def _put(self, obs_id: str, old: Obs | None, new: Obs | None) -> bool:
+        if old == new or (old is None and new is None):
+            return False
+        if old is not None:
+            self._remove(obs_id, old)
+            self.dirty.add(old.indicator)
+        if new is not None:
+            self._add(obs_id, new)
+            self.dirty.add(new.indicator)
+        return True
+
+    def _series_for(self, indicator: str, site: str) -> Series:
+        series = self._series.get((indicator, site))
+        if series is None:
+            series = self._series[(indicator, site)] = Series()
+            self._sites_of.setdefault(indicator, set()).add(site)
+        return series
+
+    def _set_geo(self, site: str, region: str, country: str) -> None:
+        if self.site_geo.get(site) != (region, country):
+            self.site_geo[site] = (region, country)
+            self.dirty.update(self._sites_of)
+
+    def _add(self, obs_id: str, obs: Obs) -> None:
+        self._set_geo(obs.site, obs.region, obs.country)
+        series = self._series_for(obs.indicator, obs.site)
+        d = obs.index_time // DAY_US
+        day = series.days.get(d)
+        if day is None:
+            day = series.days[d] = Day()
+            insort(series.day_keys, d)
+        day.members[obs_id] = obs
+        day.tally = list(map(add, day.tally, obs.contrib))
+        series.total = list(map(add, series.total, obs.contrib))
+        self._obs[obs_id] = obs
+
+    def _remove(self, obs_id: str, obs: Obs) -> None:
+        series = self._series[(obs.indicator, obs.site)]
+        d = obs.index_time // DAY_US
+        day = series.days[d]
+        del day.members[obs_id]
+        if day.members:
+            day.tally = list(map(sub, day.tally, obs.contrib))
+        else:
+            del series.days[d]
+            del series.day_keys[bisect_left(series.day_keys, d)]
+        series.total = list(map(sub, series.total, obs.contrib))
+        del self._obs[obs_id]
+
+    def evict(self) -> int:
+        """Move whole index days beyond retention into the cumulative totals; return how
+        many observations went. Snapshots do not change."""
+        gone = 0
+        for (indicator, _site), series in self._series.items():
+            first = self.first_kept_day(indicator)
+            keys = series.day_keys
+            n = bisect_left(keys, first)
+            if not n:
+                continue
+            for d in keys[:n]:
+                day = series.days.pop(d)
+                series.base = list(map(add, series.base, day.tally))
+                for obs_id in day.members:
+                    del self._obs[obs_id]
+                gone += len(day.members)
+            del keys[:n]
+        return gone
+
+    # --- changelog -----------------------------------------------------------
+    def take_delta(self) -> list[dict[str, Any]] | None:
+        """Changelog records of what changed since the last call (None: nothing)."""
+        if not self._pending and self.as_of == self._persisted_as_of:
+            return None
+        entries = list(self._pending.values())
+        self._pending = {}
+        self._persisted_as_of = self.as_of
+        return [{"snapshot": False, "as_of": self.as_of, "observations": entries[i:i + CHUNK], "sites": [],
+                 "evicted": []} for i in range(0, max(len(entries), 1), CHUNK)]
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        """The whole state as changelog records: one snapshot, then deltas of ``CHUNK``."""
+        self._pending = {}
+        self._persisted_as_of = self.as_of
+        entries = [o.entry(i) for i, o in self._obs.items()]
+        sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self.site_geo.items()]
+        evicted = [{"indicator": ind, "site_id": site, "counts": series.base[:NEXP + 1],
+                    "sums": [_int_bytes(v) for v in series.base[SV:]]}
+                   for (ind, site), series in self._series.items()]
+        return [{"snapshot": i == 0, "as_of": self.as_of, "observations": entries[i:i + CHUNK],
+                 "sites": sites if i == 0 else [], "evicted": evicted if i == 0 else []}
+                for i in range(0, max(len(entries), 1), CHUNK)]
+
+    def apply(self, record: Mapping[str, Any]) -> None:
+        """Replay one changelog record; call :meth:`evict` after the last one."""
+        if record["snapshot"]:
+            self._obs.clear()
+            self._series.clear()
+            self._sites_of.clear()
+            self.site_geo.clear()
+        for s in record["sites"]:
+            self.site_geo[s["site_id"]] = (s["region"], s["country"])
+        for e in record["evicted"]:
+            if e["indicator"] not in self.catalogue.indicators:
+                continue
+            series = self._series_for(e["indicator"], e["site_id"])
+            base = [*e["counts"], *(_bytes_int(b) for b in e["sums"])]
+            series.base = list(map(add, series.base, base))
+            series.total = list(map(add, series.total, base))
+        for e in record["observations"]:
+            if e["indicator"] not in self.catalogue.indicators:
+                continue  # an indicator dropped from the catalogue
+            obs_id = e["observation_id"]
+            new = None if e["status"] == RETRACTED else Obs(
+                e["indicator"], e["site_id"], e["region"], e["country"], e["index_time"], e["status"], e["outcome"],
+                e["value"], e["expected"], self.catalogue.indicators[e["indicator"]].kind == "continuous")
+            self._put(obs_id, self._obs.get(obs_id), new)
+        self.as_of = max(self.as_of, record["as_of"])
+        self._persisted_as_of = self.as_of
+        self._pending = {}
+        self.dirty.update(self._sites_of)
+
+    # --- snapshots -----------------------------------------------------------
+    def compute(self, indicator_id: str) -> list[tuple[disclosure.Cell, dict[str, Any]]]:
+        """True (undisclosed) snapshots of one indicator: every scope x window, with
+        the cell each belongs to in the disclosure tree."""
+        ind = self.catalogue.indicators[indicator_id]
+        continuous = ind.kind == "continuous"
+        sites = sorted(self._sites_of.get(indicator_id, ()))
+        if not sites:
+            return []
+        geo = {s: self.site_geo.get(s, ("unknown", "unknown")) for s in sites}
+        region_country: dict[str, str] = {}
+        for s in sites:  # sorted: a region's country is that of its first site
+            region_country.setdefault(geo[s][0], geo[s][1])
+        end = self.as_of - self._follow_up[indicator_id]
+        base = {
+            "indicator": indicator_id, "area": ind.area, "catalogue_version": self.catalogue.version,
+            "kind": "CONTINUOUS" if continuous else "PROPORTION", "unit": ind.unit, "as_of": self.as_of,
+        }
+        out: list[tuple[disclosure.Cell, dict[str, Any]]] = []
+        for window in WINDOWS:
+            lo = None if window is None else end - window * DAY_US
+            want_values = continuous and window is not None
+            tallies: dict[tuple[str, str], Tally] = {}
+            values: dict[tuple[str, str], list[float]] = {}
+            parents: dict[tuple[str, str], tuple[str, str] | None] = {}
+            order: list[tuple[str, str]] = []
+            for s in sites:
+                tally, vals = self._series[(indicator_id, s)].window(lo, end, want_values)
+                region = geo[s][0]
+                country = region_country[region]
+                chain = [("SITE", s), ("REGION", region), ("COUNTRY", country), ("NETWORK", NETWORK_ID)]
+                for child, parent in zip(chain, [*chain[1:], None], strict=True):
+                    if child not in tallies:
+                        tallies[child] = list(EMPTY)
+                        values[child] = []
+                        parents[child] = parent
+                        order.append(child)
+                    tallies[child] = list(map(add, tallies[child], tally))
+                    if vals:
+                        values[child].extend(vals)
+            for key in order:
+                t = tallies[key]
+                record = dict(base, scope=key[0], scope_id=key[1], window_days=window,
+                              **_estimates(t, continuous, values[key] if want_values else None))
+                cell = disclosure.Cell(key, parents[key], ind.kind, t[DEN], None if continuous else t[NUM],
+                                       t[PEND], t[EXCL])
+                out.append((cell, record))
+        return out
+
+    def snapshots(self, indicator_id: str, min_cell_count: int, rounding: int = 0) -> dict[str, dict[str, Any]]:
+        """Publishable snapshots of one indicator, by topic key, with disclosure control."""
+        computed = self.compute(indicator_id)
+        out: dict[str, dict[str, Any]] = {}
+        for window in WINDOWS:
+            group = [(c, r) for c, r in computed if r["window_days"] == window]
+            plan = disclosure.plan([c for c, _r in group], min_cell_count)
+            for cell, record in group:
+                key = snapshot_key(indicator_id, cell.key[0], cell.key[1], window)
+                out[key] = disclosure.disclose(record, cell.key in plan.suppressed, cell.key in plan.pending_hidden,
+                                               cell.key in plan.excluded_hidden, rounding)
+        return out
+
+
+def _estimates(t: Tally, continuous: bool, values: Iterable[float] | None) -> dict[str, Any]:
+    den = t[DEN]
+    out: dict[str, Any] = {
+        "denominator": den, "numerator": None, "pending": t[PEND], "excluded": t[EXCL],
+        "proportion": None, "ci_low": None, "ci_high": None, "mean": None, "median": None, "sd": None,
+        "expected": to_float(t[SEXP]) if den > 0 and t[NEXP] == den else None,
+    }
+    if continuous:
+        out["mean"] = mean_of_sum(t[SV], den)
+        out["sd"] = sd_of_sums(t[SV], t[SV2], den)
+        out["median"] = median(values) if values is not None else None
+    else:
+        out["numerator"] = t[NUM]
+        out["proportion"] = proportion(t[NUM], den)
+        ci = wilson_interval(t[NUM], den)
+        if ci is not None:
+            out["ci_low"], out["ci_high"] = ci
+    return out
