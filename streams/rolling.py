@@ -198,7 +198,7 @@ class Series:
         values: list[float] | None = [] if want_values else None
         for d in keys[bisect_left(keys, d_lo):bisect_right(keys, d_hi)]:
             day = days[d]
-            if d == d_lo or d == d_hi:
+            if d in (d_lo, d_hi):
                 for o in day.members.values():
                     if lo < o.index_time <= hi:
                         tally = list(map(add, tally, o.contrib))
@@ -275,8 +275,11 @@ class RollingState:
         if not self._put(obs_id, old, new):
             return UNCHANGED
         self._pending.pop(obs_id, None)  # re-insert: a delta keeps the order of last writes
-        assert new is not None or old is not None
-        self._pending[obs_id] = new.entry(obs_id) if new is not None else old.entry(obs_id, RETRACTED)  # type: ignore[union-attr]
+        if new is not None:
+            self._pending[obs_id] = new.entry(obs_id)
+        else:
+            assert old is not None  # _put changed something
+            self._pending[obs_id] = old.entry(obs_id, RETRACTED)
         return CHANGED
 
     def _put(self, obs_id: str, old: Obs | None, new: Obs | None) -> bool:

@@ -1,0 +1,287 @@
+"""Aggregate stage: outcomes.observations -> outcomes.indicators (+ network.aggregates).
+
+One :class:`streams.rolling.RollingState` per input partition (observations are
+partitioned by indicator, so each indicator's sites all meet here; the semantics of
+windows, upserts, retention and the clock are documented in :mod:`streams.rolling`).
+Per batch the stage decodes OutcomeObservation records itself (a bad record is a
+dead letter, never a crash) and upserts them; its state goes to a batched
+changelog (one record per partition per batch, a full snapshot every 200 batches),
+written after the batch's outputs are durable and before the input offsets are
+committed. A replayed batch is absorbed by the upserts.
+
+Publication (:meth:`AggregateStage.tick`, which the runner calls after every batch
+and idle poll): an indicator whose snapshots may have changed is recomputed at most
+once per ``coalesce_seconds`` (wall clock); each of its snapshots whose content
+changed is published to ``outcomes.indicators`` (compacted, key
+``indicator|scope|scope_id|window``, window ``all`` for cumulative) after
+disclosure control (:mod:`streams.disclosure`); COUNTRY and NETWORK snapshots go
+also to ``network.aggregates`` (federation shares aggregates only). *Content* is
+every field but ``as_of``: the clock moving alone does not republish a snapshot,
+so a snapshot's ``as_of`` is the clock when its values last changed and its values
+hold until a newer record for the key. After a restart or rebalance every snapshot
+of a restored partition is published once more (same values).
+
+In-process readers (the demo, a Prometheus collector) call
+:meth:`AggregateStage.latest_snapshots`: the latest published record of every key.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer
+from prometheus_client import CollectorRegistry, Counter
+
+from streams import rolling, schemas, topics, wire
+from streams.changelog import ChangelogWriter, restore
+from streams.definitions import Catalogue, load_catalogue
+from streams.dlq import Rejection, dead_letter
+from streams.engine import Engine
+from streams.metrics import EngineMetrics
+from streams.rolling import RollingState
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+STAGE = "aggregate"
+DELTA_SCHEMA = "rwe.internal.AggregateDelta"
+FEDERATED_SCOPES = frozenset({"COUNTRY", "NETWORK"})
+
+
+class AggregateMetrics:
+    """The stage's own counters, on the engine registry (labels: indicator ids, scopes)."""
+
+    def __init__(self, registry: CollectorRegistry, prefix: str = "rwe") -> None:
+        self.observations = Counter(
+            f"{prefix}_aggregate_observations", "Outcome observations aggregated, by indicator and status "
+            "(SUPERSEDED: a retraction).", ["indicator", "status"], registry=registry)
+        self.beyond_retention = Counter(
+            f"{prefix}_aggregate_beyond_retention", "Observation records not applied: their index time is "
+            "older than the retention (365 d + follow-up) behind the partition's clock.", ["indicator"],
+            registry=registry)
+        self.snapshots = Counter(f"{prefix}_aggregate_snapshots_published", "IndicatorSnapshots published.",
+                                 ["scope", "suppressed"], registry=registry)
+        self.computations = Counter(f"{prefix}_aggregate_indicator_computations",
+                                    "Recomputations of all snapshots of one indicator.", registry=registry)
+
+
+_metrics_by_registry: weakref.WeakKeyDictionary[CollectorRegistry, AggregateMetrics] = weakref.WeakKeyDictionary()
+_metrics_lock = threading.Lock()
+
+
+def aggregate_metrics(registry: CollectorRegistry) -> AggregateMetrics:
+    """One bundle per registry (a second stage on the same registry shares it)."""
+    with _metrics_lock:
+        found = _metrics_by_registry.get(registry)
+        if found is None:
+            found = _metrics_by_registry[registry] = AggregateMetrics(registry)
+        return found
+
+
+def _content(snapshot: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(v for k, v in snapshot.items() if k != "as_of")
+
+
+class AggregateStage:
+    """Rolling indicators as a batch stage of :class:`streams.runner.StageRunner`."""
+
+    name = STAGE
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, metrics: EngineMetrics, decoder: wire.Decoder,
+                 encoder: wire.Encoder, network_encoder: wire.Encoder, dlq_encoder: wire.Encoder,
+                 consumer_factory: Callable[[], Consumer], coalesce_seconds: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.catalogue = catalogue
+        self.metrics = metrics
+        self.decoder = decoder
+        self.encoder = encoder
+        self.network_encoder = network_encoder
+        self.dlq_encoder = dlq_encoder
+        self.coalesce_seconds = coalesce_seconds
+        self.clock = clock
+        self.in_topic = settings.topic(topics.OBSERVATIONS)
+        self.out_topic = settings.topic(topics.INDICATORS)
+        self.network_topic = settings.topic(topics.NETWORK)
+        self.changelog_topic = settings.topic(topics.AGGREGATE_CHANGELOG)
+        self.dlq_topic = settings.topic(topics.DLQ)
+        self._consumer_factory = consumer_factory
+        self._states: dict[int, RollingState] = {}
+        self._changelog: ChangelogWriter | None = None
+        self._delta_encoder = wire.Encoder(DELTA_SCHEMA)
+        self._delta_decoder = wire.Decoder(DELTA_SCHEMA)
+        self._reencoder = wire.Encoder(schemas.OUTCOME_OBSERVATION)
+        self._computed_at: dict[tuple[int, str], float] = {}
+        self._published: dict[str, tuple[Any, ...]] = {}   # key -> content last published
+        self._latest: dict[str, dict[str, Any]] = {}        # key -> record last published
+        self._keys_of: dict[int, set[str]] = {}             # partition -> keys it published
+        self._lock = threading.Lock()
+        self.own = aggregate_metrics(metrics.registry)
+        self._events_in = metrics.events_in.labels(STAGE)
+        self._events_out = metrics.events_out.labels(STAGE)
+        self._state_entries = metrics.state_entries.labels(STAGE)
+        self._watermark = metrics.watermark.labels(STAGE)
+        self._observed = {(i, s): self.own.observations.labels(i, s)
+                          for i in catalogue.indicators for s in (*rolling.STATUSES, "SUPERSEDED")}
+
+    # --- partition ownership -------------------------------------------------
+    def input_topics(self) -> list[str]:
+        return [self.in_topic]
+
+    def assign(self, partitions: list[int]) -> None:
+        for p in partitions:
+            state = RollingState(self.catalogue)
+            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, state))
+            state.evict()
+            self._states[p] = state
+            if self._changelog is not None:
+                self._changelog.reset(p)
+            self.metrics.restored_records.labels(STAGE).inc(n)
+            log.info("aggregate: partition %d restored %d changelog records, %d observations, indicators %s",
+                     p, n, len(state), ", ".join(state.indicators) or "none")
+        self._state_entries.set(sum(len(s) for s in self._states.values()))
+
+    def _apply(self, state: RollingState, value: bytes) -> None:
+        state.apply(self._delta_decoder.decode(value)[0])
+
+    def revoke(self, partitions: list[int]) -> None:
+        for p in partitions:
+            self._states.pop(p, None)
+            if self._changelog is not None:
+                self._changelog.reset(p)
+            with self._lock:
+                for key in self._keys_of.pop(p, set()):
+                    self._published.pop(key, None)
+                    self._latest.pop(key, None)
+            for ck in [ck for ck in self._computed_at if ck[0] == p]:
+                del self._computed_at[ck]
+
+    def state(self, partition: int) -> RollingState:
+        state = self._states.get(partition)
+        if state is None:  # assigned without a rebalance callback (manual assign)
+            state = self._states[partition] = RollingState(self.catalogue)
+        return state
+
+    # --- the batch -----------------------------------------------------------
+    def process(self, messages: list[Message], producer: Producer) -> int:
+        events = 0
+        catalogue = self.catalogue
+        for msg in messages:
+            value = msg.value()
+            try:
+                if value is None:
+                    raise wire.DecodeError("undecodable", "message has no value")
+                records = self.decoder.decode(value)
+            except wire.DecodeError as exc:
+                events += 1
+                self._dead(producer, msg, Rejection(exc.reason, exc.message), value, None)
+                continue
+            single = len(records) == 1 and value[:4] != wire.CONTAINER_MAGIC
+            state = self.state(msg.partition() or 0)
+            events += len(records)
+            for record in records:
+                why = rolling.problem(record, catalogue)
+                if why is not None:
+                    original = value if single else self._reencoder.encode(record)
+                    self._dead(producer, msg, Rejection("invalid_observation", why), original, record.get("site_id"))
+                    continue
+                indicator = record["indicator"]
+                status = record["status"]
+                if status == rolling.EXCLUDED and record.get("exclusion") == rolling.SUPERSEDED:
+                    status = "SUPERSEDED"
+                self._observed[(indicator, status)].inc()
+                if state.upsert(record) == rolling.BEYOND_RETENTION:
+                    self.own.beyond_retention.labels(indicator).inc()
+        self._events_in.inc(events)
+        return events
+
+    def _dead(self, producer: Producer, msg: Message, rejection: Rejection, original: bytes | None,
+              site_id: str | None) -> None:
+        site = site_id if site_id in self.metrics.sites else None
+        letter = dead_letter(rejection, STAGE, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                             msg.timestamp()[1] if msg.timestamp()[0] else None, msg.key(), original, site)
+        key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
+        producer.produce(self.dlq_topic, value=self.dlq_encoder.encode(letter), key=key)
+        self.metrics.dead_letters.labels(STAGE, rejection.reason, self.metrics.site_label(site_id)).inc()
+
+    def checkpoint(self, producer: Producer) -> bool:
+        if self._changelog is None:
+            self._changelog = ChangelogWriter(producer, self.changelog_topic)
+        wrote = False
+        for partition, state in self._states.items():
+            state.evict()
+            delta = state.take_delta()
+            if delta is None:
+                continue
+            records = state.snapshot() if self._changelog.wants_snapshot(partition) else delta
+            for record in records:
+                self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
+            wrote = True
+        self._state_entries.set(sum(len(s) for s in self._states.values()))
+        if self._states:
+            self._watermark.set(max(s.as_of for s in self._states.values()) / 1e6)
+        return wrote
+
+    # --- publication ---------------------------------------------------------
+    def tick(self, producer: Producer) -> int:
+        now = self.clock()
+        produced = 0
+        k, rounding = self.settings.min_cell_count, self.settings.cell_rounding
+        for partition, state in self._states.items():
+            for indicator in sorted(state.dirty):
+                last = self._computed_at.get((partition, indicator))
+                if last is not None and now - last < self.coalesce_seconds:
+                    continue
+                state.dirty.discard(indicator)
+                self._computed_at[(partition, indicator)] = now
+                self.own.computations.inc()
+                for key, snapshot in state.snapshots(indicator, k, rounding).items():
+                    content = _content(snapshot)
+                    if self._published.get(key) == content:
+                        continue
+                    produced += self._publish(producer, key, snapshot)
+                    with self._lock:
+                        self._published[key] = content
+                        self._latest[key] = snapshot
+                    self._keys_of.setdefault(partition, set()).add(key)
+        if produced:
+            self._events_out.inc(produced)
+        return produced
+
+    def _publish(self, producer: Producer, key: str, snapshot: dict[str, Any]) -> int:
+        kb = key.encode()
+        producer.produce(self.out_topic, value=self.encoder.encode(snapshot), key=kb)
+        n = 1
+        if snapshot["scope"] in FEDERATED_SCOPES:
+            producer.produce(self.network_topic, value=self.network_encoder.encode(snapshot), key=kb)
+            n += 1
+        self.own.snapshots.labels(snapshot["scope"], "true" if snapshot["suppressed"] else "false").inc()
+        producer.poll(0)
+        return n
+
+    def latest_snapshots(self, indicator: str | None = None) -> dict[str, dict[str, Any]]:
+        """The latest published (disclosure-controlled) snapshot of every key this worker
+        owns, by key ``indicator|scope|scope_id|window``; thread-safe copies."""
+        with self._lock:
+            return {key: dict(s) for key, s in self._latest.items()
+                    if indicator is None or s["indicator"] == indicator}
+
+
+def build(engine: Engine) -> AggregateStage:
+    """The stage as the worker discovers it (``agents.<name>.build``)."""
+    from streams.registry import decoder_for, encoder_for
+
+    settings = engine.settings
+    return AggregateStage(
+        settings, load_catalogue(), engine.metrics,
+        decoder=decoder_for(settings, schemas.OUTCOME_OBSERVATION),
+        encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.INDICATORS)),
+        network_encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.NETWORK)),
+        dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
+        consumer_factory=engine.changelog_consumer,
+    )
