@@ -106,6 +106,7 @@ class NormaliseStage:
         out_topic, encode = self.out_topic, self.encoder.encode
         normalise = self.normaliser.normalise
         m = self.metrics
+        accepted: list[tuple[int, bytes, bytes]] = []
         for msg in messages:
             value = msg.value()
             partition = msg.partition() or 0
@@ -132,7 +133,7 @@ class NormaliseStage:
                     self._beyond_horizon.inc()
                 verdict = store.check(site, out["event_id"], out["event_time"], content_digest(record))
                 if verdict is NEW:
-                    produce(out_topic, value=encode(out), key=out["patient_pseudonym"].encode())
+                    accepted.append((out["event_time"], out["patient_pseudonym"].encode(), encode(out)))
                     self._count_accepted(out, ingest)
                 elif verdict is DUPLICATE:
                     m.duplicates.labels(STAGE, m.site_label(site)).inc()
@@ -142,7 +143,13 @@ class NormaliseStage:
                     self._dead(producer, msg, Rejection(
                         "duplicate_conflict", "event id already accepted with different content; "
                         "a correction needs a new event id"), original, site)
-            producer.poll(0)
+        # A batch interleaves raw partitions that may be hours of event time apart (a replay,
+        # a backlog): publishing it in event-time order keeps that skew out of the
+        # downstream watermarks, which would otherwise count such events as late.
+        accepted.sort(key=lambda item: item[0])
+        for _time, key, value in accepted:
+            produce(out_topic, value=value, key=key)
+        producer.poll(0)
         self._events_in.inc(events)
         return events
 

@@ -37,6 +37,13 @@ class Feed:
     def events(self) -> int:
         return len(self.records)
 
+    def head(self, events: int) -> Feed:
+        """The first ``events`` events of the feed (expected output recounted)."""
+        if events >= len(self.records):
+            return self
+        records = self.records[:events]
+        return Feed(records, self.singles[:events], _valid_of(records), f"{self.source}, first {events:,}")
+
     def patients(self) -> int:
         return len({(r["site_id"], r["source_patient_id"]) for r in self.records})
 
@@ -46,12 +53,15 @@ class Feed:
         by_site: dict[str, list[dict[str, Any]]] = {}
         for record in self.records:
             by_site.setdefault(record["site_id"], []).append(record)
+        chunks = {site: [recs[i:i + per_message] for i in range(0, len(recs), per_message)]
+                  for site, recs in by_site.items()}
+        # Interleave sites as concurrent backfills would arrive, each site's containers in order
+        # (out-of-order chunks would move the dedupe watermark past resends).
         out = []
-        for site, recs in by_site.items():
-            for i in range(0, len(recs), per_message):
-                out.append((site.encode(), wire.encode_container(schemas.CLINICAL_EVENT, recs[i:i + per_message])))
-        # Interleave sites, as concurrent backfills would arrive.
-        random.Random(1).shuffle(out)
+        for round_ in range(max(len(c) for c in chunks.values())):
+            for site, site_chunks in chunks.items():
+                if round_ < len(site_chunks):
+                    out.append((site.encode(), wire.encode_container(schemas.CLINICAL_EVENT, site_chunks[round_])))
         self.containers = out
         return out
 

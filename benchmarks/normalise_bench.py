@@ -131,6 +131,25 @@ class Pipeline:
                 times.append(float(f.read_text()))
         return min(times) if times else None
 
+    def first_event_times(self) -> list[float | None]:
+        times: list[float | None] = []
+        for f in self.started_files:
+            try:
+                times.append(float(f.read_text()))
+            except (OSError, ValueError):
+                times.append(None)
+        return times
+
+    def exits(self) -> list[str]:
+        """One line per process that has exited: its code and last error line."""
+        out = []
+        for proc, logf in zip(self.procs, self.logs, strict=True):
+            if proc.poll() is not None:
+                lines = [ln for ln in logf.read_text(errors="replace").splitlines() if "error" in ln.lower()]
+                out.append(f"{self.name} pid {proc.pid} exited with {proc.returncode}"
+                           + (f": {lines[-1].strip()[:300]}" if lines else ""))
+        return out
+
     def check_alive(self) -> None:
         for proc, logf in zip(self.procs, self.logs, strict=True):
             if proc.poll() is not None:
@@ -247,6 +266,7 @@ class Watcher(threading.Thread):
         self.target: tuple[str, int] | None = None
         self.reached_at: float | None = None  # wall-clock time the target count was reached
         self.last_progress = time.monotonic()
+        self.series: list[tuple[float, int]] = []  # (wall-clock time, count of the target topic)
         self._stop_flag = threading.Event()
 
     def run(self) -> None:
@@ -265,10 +285,20 @@ class Watcher(threading.Thread):
                         eid = _event_id(m.value())
                         if eid is not None and eid not in self.received:
                             self.received[eid] = now_mono
-                if self.target and self.reached_at is None and self.counts[self.target[0]] >= self.target[1]:
-                    self.reached_at = now_wall
+                if self.target:
+                    self.series.append((now_wall, self.counts[self.target[0]]))
+                    if self.reached_at is None and self.counts[self.target[0]] >= self.target[1]:
+                        self.reached_at = now_wall
         finally:
             self.consumer.close()
+
+    def count_at(self, wall: float) -> int:
+        count = 0
+        for t, n in self.series:
+            if t > wall:
+                break
+            count = n
+        return count
 
     def stop(self) -> None:
         self._stop_flag.set()
@@ -282,6 +312,7 @@ class Throughput:
     feed: str
     events_in: int
     messages_in: int
+    expected_out: int = 0
     out: int = 0
     dlq: int = 0
     rate: float = float("nan")          # events in / (last output - first event handed to the pipeline)
@@ -289,6 +320,8 @@ class Throughput:
     wall_s: float = float("nan")        # spawn -> last output
     rss_mb: list[float] = field(default_factory=list)
     complete: bool = False
+    steady_rate: float = float("nan")   # several workers: rate once the last one has started
+    notes: list[str] = field(default_factory=list)
 
 
 def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: int = 1,
@@ -296,7 +329,7 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
     messages = feed.singles if per_event else feed.containers
     result = Throughput(pipeline if workers == 1 else f"{pipeline} x{workers}",
                         "1 event/message" if per_event else f"{feeds.CONTAINER_EVENTS} events/message",
-                        feed.events, len(messages))
+                        feed.events, len(messages), feed.expected_out)
     broker, settings = fresh_broker()
     running: Pipeline | None = None
     watcher: Watcher | None = None
@@ -309,10 +342,10 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
         watcher.start()
         running = start_engine(settings, workers) if pipeline == "engine" else start_naive(settings)
         deadline = time.monotonic() + timeout
-        next_note = time.monotonic() + 15
+        next_note = time.monotonic() + 5
         while watcher.reached_at is None:
             if time.monotonic() > next_note:
-                next_note += 15
+                next_note += 5
                 log(f"    ... {watcher.counts[out_topic]:,} out")
             running.check_alive()
             now = time.monotonic()
@@ -320,12 +353,13 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
                 log(f"  timed out after {timeout:.0f} s")
                 break
             first = running.first_event_time()
-            if first is not None and now - watcher.last_progress > 60:
-                log("  no output for 60 s: stopping this run")
+            if first is not None and now - watcher.last_progress > 30:
+                log("  no output for 30 s: stopping this run")
                 break
             time.sleep(0.05)
-        time.sleep(0.3)  # let the last dead letters arrive for the count
+        time.sleep(1.0)  # let the last dead letters arrive for the count; see the workers survive the run
         result.rss_mb = running.peak_rss()
+        result.notes += running.exits()
         result.out, result.dlq = watcher.counts[out_topic], watcher.counts[dlq_topic]
         first = running.first_event_time()
         if watcher.reached_at is not None and first is not None:
@@ -333,9 +367,24 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, workers: in
             result.rate = feed.events / (watcher.reached_at - first)
             result.startup_s = first - running.spawned
             result.wall_s = watcher.reached_at - running.spawned
+            starts = running.first_event_times()
+            if workers > 1 and all(starts):
+                last = max(t for t in starts if t is not None)
+                done_before = watcher.count_at(last)
+                if watcher.reached_at > last and done_before < feed.expected_out:
+                    result.steady_rate = ((feed.expected_out - done_before) / (watcher.reached_at - last)
+                                          * feed.events / feed.expected_out)
+        elif first is None:
+            result.notes.append(f"{result.pipeline}: never handed an event")
+        else:
+            result.notes.append(f"{result.pipeline}: incomplete, {result.out:,} of {feed.expected_out:,} "
+                                "normalised events came out")
         log(f"  {result.pipeline}: {result.rate:,.0f} events/s, out {result.out:,}/{feed.expected_out:,}, "
             f"dlq {result.dlq:,}, start-up {result.startup_s:.1f} s, peak RSS "
-            f"{', '.join(f'{r:.0f}' for r in result.rss_mb)} MB")
+            f"{', '.join(f'{r:.0f}' for r in result.rss_mb)} MB"
+            + (f", after the last worker joined {result.steady_rate:,.0f} events/s" if workers > 1 else ""))
+        for note in result.notes:
+            log(f"  NOTE: {note}")
     finally:
         if watcher is not None:
             watcher.stop()
@@ -513,14 +562,16 @@ def report(tp: list[Throughput], lat: list[Latency], meta: dict[str, str], feed:
     by = {(t.pipeline, t.feed): t for t in tp}
     naive_b = next((t for t in tp if t.pipeline == "naive Faust"), None)
     lines = ["## Throughput (scenarios A and B)", "",
-             "| scenario | pipeline | feed | events/s | x naive per-event | normalised out | dead letters "
+             "| scenario | pipeline | feed | events in | events/s | x naive per-event | normalised out | dead letters "
              "| start-up s | wall s | peak RSS MB |",
-             "|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     for t in tp:
         scenario = "A batched" if "500" in t.feed else "B per-event"
         ratio = (f"{t.rate / naive_b.rate:.1f}" if naive_b and naive_b.complete and t.complete else "-")
-        out = f"{t.out:,}" + ("" if t.out == feed.expected_out else f" (expected {feed.expected_out:,})")
-        lines.append(f"| {scenario} | {t.pipeline} | {t.feed} | {_fmt_rate(t.rate)} | {ratio} | {out} | "
+        out = f"{t.out:,}" + ("" if t.out == t.expected_out else f" (expected {t.expected_out:,})")
+        rate = _fmt_rate(t.rate) + (f" ({_fmt_rate(t.steady_rate)} after the join)" if t.steady_rate == t.steady_rate
+                                    else "")
+        lines.append(f"| {scenario} | {t.pipeline} | {t.feed} | {t.events_in:,} | {rate} | {ratio} | {out} | "
                      f"{t.dlq:,} | {t.startup_s:.1f} | {t.wall_s:.1f} | {_fmt_rss(t.rss_mb)} |")
     lines += ["", "## Latency (scenario C): event produced -> normalised event consumed", "",
               "| pipeline | rate ev/s | sent | received | p50 ms | p99 ms | mean ms "
@@ -551,7 +602,9 @@ def report(tp: list[Throughput], lat: list[Latency], meta: dict[str, str], feed:
                              f"(one worker takes {engine_b.rate:,.0f}/s).")
         if engine_b2 and engine_b2.complete and engine_b and engine_b.complete:
             lines.append(f"- B: two engine workers in one group on this 2-core machine: {engine_b2.rate:,.0f} "
-                         f"events/s ({engine_b2.rate / engine_b.rate:.2f}x one worker).")
+                         f"events/s including the second worker's group join, {engine_b2.steady_rate:,.0f} "
+                         f"events/s once both run ({engine_b2.steady_rate / engine_b.rate:.2f}x one worker; "
+                         "the broker and the benchmark's reader share the same 2 cores).")
         rss_e = engine_b.rss_mb[0] if engine_b and engine_b.rss_mb else float("nan")
         rss_n = naive_b.rss_mb[0] if naive_b.rss_mb else float("nan")
         lines.append(f"- Peak RSS, per-event feed: engine {rss_e:.0f} MB vs naive {rss_n:.0f} MB "
@@ -565,6 +618,9 @@ def report(tp: list[Throughput], lat: list[Latency], meta: dict[str, str], feed:
             lines.append(f"- {rate:,} events/s: engine p50 {e.p50:.0f} ms, p99 {e.p99:.0f} ms vs Tansu's one-hop "
                          f"floor p50 {f.p50:.0f} ms, p99 {f.p99:.0f} ms (the engine path is two hops: raw -> "
                          f"worker, normalised -> reader){extra}{ratio}.")
+    notes = [n for t in tp for n in t.notes]
+    if notes:
+        lines += ["", "## Problems seen in this run", "", *[f"- {n}" for n in notes]]
     head = [f"- {k}: {v}" for k, v in meta.items()]
     head += [f"- command: `{command}`", f"- feed: {feed.events:,} events ({feed.source}), {feed.patients():,} "
              f"patients, {feed.expected_out:,} valid distinct events (the rest: exact resends and malformed "
@@ -580,6 +636,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="smoke check: 20k events, one 5 s latency phase")
     parser.add_argument("--latency-seconds", type=float, default=None, help="measured seconds per latency phase")
     parser.add_argument("--rates", type=int, nargs="+", default=None, help="latency rates (default 2000 1000)")
+    parser.add_argument("--naive-events", type=int, default=None,
+                        help="events fed to the naive agent in B (default: 60,000 in a full run, all with --quick); "
+                        "it runs at ~2k events/s, and Tansu slows as a partition grows, so a shorter feed "
+                        "flatters it, if anything")
     parser.add_argument("--no-two-workers", action="store_true", help="skip the 2-worker per-event run")
     parser.add_argument("--only", choices=["A", "B", "C"], nargs="+", default=None, help="run only these")
     parser.add_argument("--results", type=Path, default=None, help="write the table here (default: "
@@ -610,7 +670,8 @@ def main(argv: list[str] | None = None) -> int:
             tp.append(run_throughput("engine", feed, per_event=True))
             if not args.no_two_workers and not args.quick:
                 tp.append(run_throughput("engine", feed, per_event=True, workers=2))
-            tp.append(run_throughput("naive Faust", feed, per_event=True))
+            naive_n = args.naive_events or (events if args.quick else 60_000)
+            tp.append(run_throughput("naive Faust", feed.head(naive_n), per_event=True))
         if "C" in only:
             for rate in rates:
                 log(f"C. latency at {rate:,} events/s, {seconds:.0f} s measured after warm-up")

@@ -232,6 +232,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int, default=0, help="broker port (default: a free one)")
     p.add_argument("--metrics-port", type=int, default=None, help="/metrics port (default RWE_METRICS_PORT)")
     p.add_argument("--no-live", action="store_true", help="print a summary line per second instead of the live view")
+    p.add_argument("--window", type=int, default=365, choices=[0, 30, 90, 365],
+                   help="rolling window of the view in days; 0 is cumulative (default 365)")
 
     p = add("broker", cmd_broker, "Start the embedded Tansu broker and create the engine's topics.")
     p.add_argument("--port", type=int, default=9092, help="port on 127.0.0.1 (default 9092)")

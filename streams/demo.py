@@ -19,12 +19,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from confluent_kafka import Producer
-from rich.console import Console, Group
+from rich.console import Console
 from rich.live import Live
-from rich.table import Table
 
 from streams.broker import EmbeddedBroker, free_port, port_in_use
+from streams.definitions import load_catalogue
+from streams.demo_view import LiveView, metric_total
 from streams.engine import Engine, Worker
+from streams.errors import BrokerUnavailable
 from streams.runner import producer_config
 from streams.settings import DEV, Settings
 from streams.topics import RAW, create_topics
@@ -68,9 +70,12 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             engine.metrics.serve(metrics_port, settings.metrics_host)
         console.print(f"Tansu broker on {broker.bootstrap}; metrics on http://127.0.0.1:{metrics_port}/metrics; "
                       "dev mode: a throw-away pseudonymisation key (production needs RWE_PSEUDONYM_KEY).")
-        worker = Worker(engine, ["normalise"])
+        worker = Worker(engine, ["normalise", "ascertain", "aggregate"])
+        aggregate = next(r.stage for r in worker.runners if r.stage.name == "aggregate")
         worker.start()
 
+        if not worker.wait_assigned(60):
+            raise BrokerUnavailable("the worker did not join its consumer group within 60 s")
         progress = FeedProgress()
         producer = Producer(producer_config(settings, **{"linger.ms": 10}))
 
@@ -93,92 +98,48 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             signal.signal(sig, lambda s, _f: stopping.append(s))
         expected_total = manifest.valid + manifest.duplicates + sum(manifest.malformed.values())
         began = time.monotonic()
+        registry = engine.metrics.registry
+        view = LiveView(load_catalogue(), engine.sites, registry, aggregate.latest_snapshots,  # type: ignore[attr-defined]
+                        window=args.window or None)
+
+        def screen() -> Any:
+            return view.render(progress.messages, len(messages), progress.sim_time)
+
+        def processed() -> float:
+            return metric_total(registry, "rwe_stage_events_in_total", stage="normalise")
+
         try:
-            view = _View(engine, manifest, progress, len(messages))
-            with Live(view.render(), console=console, refresh_per_second=4,
-                      auto_refresh=not args.no_live, transient=False) as live:
-                while not stopping and worker.alive:
-                    time.sleep(0.25 if not args.no_live else 1.0)
-                    live.update(view.render())
-                    if args.no_live:
-                        console.print(view.line())
-                    if args.duration and time.monotonic() - began >= args.duration:
-                        break
-                    if progress.done and view.processed() >= expected_total:
-                        live.update(view.render())
-                        break
+            if args.no_live:
+                while not stopping and worker.alive and not _finished(args, began, progress, processed(),
+                                                                       expected_total):
+                    time.sleep(1.0)
+                    console.print(f"feed {progress.sim_time:%Y-%m-%d} " if progress.sim_time else "feed -",
+                                  f"published {progress.messages}/{len(messages)}, processed {processed():.0f}")
+            else:
+                with Live(screen(), console=console, refresh_per_second=2, screen=False) as live:
+                    while not stopping and worker.alive and not _finished(args, began, progress, processed(),
+                                                                           expected_total):
+                        time.sleep(0.5)
+                        live.update(screen())
+            time.sleep(1.5)  # let the last coalesced snapshots out
         finally:
             worker.stop()
+        if args.no_live:
+            console.print(screen())
         if progress.error is not None:
             console.print(f"[red]feed stopped: {progress.error}")
-        console.print(_View(engine, manifest, progress, len(messages)).verdict(expected_total))
+        out = metric_total(registry, "rwe_stage_events_out_total", stage="normalise")
+        console.print(f"Processed {processed():.0f} of {expected_total} events: {out:.0f} normalised (expected "
+                      f"{manifest.valid}), {metric_total(registry, 'rwe_duplicates_total', stage='normalise'):.0f} "
+                      f"duplicates dropped (expected {manifest.duplicates}), "
+                      f"{metric_total(registry, 'rwe_dead_letters_total'):.0f} dead letters (expected "
+                      f"{sum(manifest.malformed.values())}). Injected: {DEMO_SHIFT_SITE} heart failure 30-day "
+                      f"mortality odds x2 from {config.shifts[0].start:%Y-%m-%d}.")
     return 0 if not worker.errors else 3
 
 
-class _View:
-    def __init__(self, engine: Engine, manifest: Any, progress: FeedProgress, total_messages: int) -> None:
-        self.engine = engine
-        self.manifest = manifest
-        self.progress = progress
-        self.total_messages = total_messages
-        self.registry = engine.metrics.registry
-        self.started = time.monotonic()
-
-    def _sample(self, name: str, **labels: str) -> float:
-        return self.registry.get_sample_value(name, labels) or 0.0
-
-    def _sum(self, name: str, **match: str) -> float:
-        total = 0.0
-        for metric in self.registry.collect():
-            for s in metric.samples:
-                if s.name == name and all(s.labels.get(k) == v for k, v in match.items()):
-                    total += s.value
-        return total
-
-    def processed(self) -> int:
-        return int(self._sample("rwe_stage_events_in_total", stage="normalise"))
-
-    def line(self) -> str:
-        return (f"published {self.progress.messages}/{self.total_messages}  normalised "
-                f"{self._sample('rwe_stage_events_out_total', stage='normalise'):.0f}  duplicates "
-                f"{self._sum('rwe_duplicates_total'):.0f}  dead letters {self._sum('rwe_dead_letters_total'):.0f}")
-
-    def render(self) -> Group:
-        sim = self.progress.sim_time.strftime("%Y-%m-%d") if self.progress.sim_time else "-"
-        elapsed = time.monotonic() - self.started
-        out = self._sample("rwe_stage_events_out_total", stage="normalise")
-        head = Table.grid(padding=(0, 2))
-        head.add_row("simulated date", sim, "wall time", f"{elapsed:.0f} s",
-                     "published", f"{self.progress.messages}/{self.total_messages}")
-        head.add_row("normalised", f"{out:.0f}", "rate", f"{out / max(elapsed, 1e-9):.0f} ev/s",
-                     "duplicates dropped", f"{self._sum('rwe_duplicates_total'):.0f}")
-        sites = Table(title="events per site (normalised)", expand=False)
-        for col in ("site", "admissions", "diagnoses", "labs", "procedures+meds", "PROMs", "deaths",
-                    "unmapped", "dead letters"):
-            sites.add_column(col, justify="right" if col != "site" else "left")
-        for site in sorted(self.engine.sites):
-            def n(*types: str, s: str = site) -> str:
-                return f"{sum(self._sample('rwe_site_events_total', site=s, event_type=t) for t in types):.0f}"
-            sites.add_row(site, n("ADMISSION"), n("DIAGNOSIS"), n("LAB_RESULT"), n("PROCEDURE", "MEDICATION"),
-                          n("PROM_RESPONSE"), n("DEATH"), f"{self._sum('rwe_unmapped_codes_total', site=site):.0f}",
-                          f"{self._sum('rwe_dead_letters_total', site=site):.0f}")
-        dlq = Table(title="dead letters by reason", expand=False)
-        dlq.add_column("reason")
-        dlq.add_column("count", justify="right")
-        reasons: dict[str, float] = {}
-        for metric in self.registry.collect():
-            for s in metric.samples:
-                if s.name == "rwe_dead_letters_total":
-                    reasons[s.labels["reason"]] = reasons.get(s.labels["reason"], 0) + s.value
-        for reason, count in sorted(reasons.items(), key=lambda kv: -kv[1]):
-            dlq.add_row(reason, f"{count:.0f}")
-        return Group(head, sites, dlq)
-
-    def verdict(self, expected_total: int) -> str:
-        m = self.manifest
-        out = self._sample("rwe_stage_events_out_total", stage="normalise")
-        dups = self._sum("rwe_duplicates_total")
-        dead = self._sum("rwe_dead_letters_total")
-        return (f"Processed {self.processed()} of {expected_total} events: {out:.0f} normalised "
-                f"(expected {m.valid}), {dups:.0f} duplicates dropped (expected {m.duplicates}), "
-                f"{dead:.0f} dead letters (expected {sum(m.malformed.values())}).")
+def _finished(args: argparse.Namespace, began: float, progress: FeedProgress, processed: float,
+              expected: int) -> bool:
+    if args.duration and time.monotonic() - began >= args.duration:
+        return True
+    return progress.done and processed >= expected

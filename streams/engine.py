@@ -82,6 +82,10 @@ class Worker:
             log.error("stage %s stopped: %s", runner.stage.name, exc)
             self.errors.append(exc)
 
+    def wait_assigned(self, timeout: float = 30.0) -> bool:
+        """Block until every stage has its partitions (the group join is done)."""
+        return all(r.assigned.wait(timeout) for r in self.runners)
+
     def stop(self, timeout: float = 15.0) -> None:
         for runner in self.runners:
             runner.stop()
