@@ -69,6 +69,8 @@ app = faust.App(
     broker_session_timeout=6.0,  # Tansu answers a group join after session_timeout / 2
     broker_heartbeat_interval=1.0,
     web_enabled=False,
+    web_port=int(os.environ.get("BENCH_WEB_PORT", "6066")),  # the worker command binds it even when disabled
+    web_bind="127.0.0.1",
     value_serializer="raw",
     key_serializer="raw",
 )

@@ -122,10 +122,11 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
                         time.sleep(0.5)
                         live.update(screen())
             time.sleep(1.5)  # let the last coalesced snapshots out
+            final = screen()  # before stopping: a stopped stage no longer owns its snapshots
         finally:
             worker.stop()
         if args.no_live:
-            console.print(screen())
+            console.print(final)
         if progress.error is not None:
             console.print(f"[red]feed stopped: {progress.error}")
         out = metric_total(registry, "rwe_stage_events_out_total", stage="normalise")

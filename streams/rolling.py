@@ -10,7 +10,8 @@ network) is computed here. Product decisions:
   observation (it leaves every count). An identical record changes nothing, so a
   redelivered batch is absorbed.
 * **Clock.** ``as_of`` is the partition's event-time clock: the largest
-  ``closed_time`` (or ``index_time`` while open) of any observation seen.
+  ``closed_time`` (or ``index_time`` while open) of any observation seen. Indicators
+  sharing a partition share it, so a quiet indicator's windows still slide.
 * **Follow-up.** An indicator's follow-up is ``horizon_days`` plus, for shapes with
   a response window (``value_at``), that window's ``window_days``: the longest an
   observation can stay OPEN.
@@ -230,6 +231,7 @@ class RollingState:
         self._sites_of: dict[str, set[str]] = {}
         self.site_geo: dict[str, tuple[str, str]] = {}
         self._pending: dict[str, dict[str, Any]] = {}
+        self._pending_sites: dict[str, tuple[str, str]] = {}  # geography changes since the last delta
         self._persisted_as_of = 0
         self._follow_up = {i.id: follow_up_us(i) for i in catalogue.indicators.values()}
         self.dirty: set[str] = set()  # indicators whose snapshots may have changed
@@ -303,6 +305,8 @@ class RollingState:
     def _set_geo(self, site: str, region: str, country: str) -> None:
         if self.site_geo.get(site) != (region, country):
             self.site_geo[site] = (region, country)
+            self._pending_sites.pop(site, None)
+            self._pending_sites[site] = (region, country)
             self.dirty.update(self._sites_of)
 
     def _add(self, obs_id: str, obs: Obs) -> None:
@@ -353,36 +357,40 @@ class RollingState:
     # --- changelog -----------------------------------------------------------
     def take_delta(self) -> list[dict[str, Any]] | None:
         """Changelog records of what changed since the last call (None: nothing)."""
-        if not self._pending and self.as_of == self._persisted_as_of:
+        if not self._pending and not self._pending_sites and self.as_of == self._persisted_as_of:
             return None
         entries = list(self._pending.values())
-        self._pending = {}
+        sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self._pending_sites.items()]
+        self._pending, self._pending_sites = {}, {}
         self._persisted_as_of = self.as_of
-        return [{"snapshot": False, "as_of": self.as_of, "observations": entries[i:i + CHUNK], "sites": [],
-                 "evicted": []} for i in range(0, max(len(entries), 1), CHUNK)]
+        starts = range(0, max(len(entries), 1), CHUNK)
+        return [{"snapshot": False, "as_of": self.as_of, "observations": entries[i:i + CHUNK],
+                 "sites": sites if i == starts[-1] else [], "evicted": []} for i in starts]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The whole state as changelog records: one snapshot, then deltas of ``CHUNK``."""
-        self._pending = {}
+        self._pending, self._pending_sites = {}, {}
         self._persisted_as_of = self.as_of
         entries = [o.entry(i) for i, o in self._obs.items()]
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self.site_geo.items()]
         evicted = [{"indicator": ind, "site_id": site, "counts": series.base[:NEXP + 1],
                     "sums": [_int_bytes(v) for v in series.base[SV:]]}
                    for (ind, site), series in self._series.items()]
+        starts = range(0, max(len(entries), 1), CHUNK)
         return [{"snapshot": i == 0, "as_of": self.as_of, "observations": entries[i:i + CHUNK],
-                 "sites": sites if i == 0 else [], "evicted": evicted if i == 0 else []}
-                for i in range(0, max(len(entries), 1), CHUNK)]
+                 "sites": sites if i == starts[-1] else [], "evicted": evicted if i == 0 else []}
+                for i in starts]
 
     def apply(self, record: Mapping[str, Any]) -> None:
-        """Replay one changelog record; call :meth:`evict` after the last one."""
+        """Replay one changelog record; call :meth:`evict` after the last one.
+
+        A record's ``sites`` (the geography as of its checkpoint) apply after its
+        observations, and ride on the last record of a chunked write."""
         if record["snapshot"]:
             self._obs.clear()
             self._series.clear()
             self._sites_of.clear()
             self.site_geo.clear()
-        for s in record["sites"]:
-            self.site_geo[s["site_id"]] = (s["region"], s["country"])
         for e in record["evicted"]:
             if e["indicator"] not in self.catalogue.indicators:
                 continue
@@ -394,13 +402,17 @@ class RollingState:
             if e["indicator"] not in self.catalogue.indicators:
                 continue  # an indicator dropped from the catalogue
             obs_id = e["observation_id"]
+            if e["status"] == RETRACTED:  # the observation was live once: its series exists
+                self._series_for(e["indicator"], e["site_id"])
             new = None if e["status"] == RETRACTED else Obs(
                 e["indicator"], e["site_id"], e["region"], e["country"], e["index_time"], e["status"], e["outcome"],
                 e["value"], e["expected"], self.catalogue.indicators[e["indicator"]].kind == "continuous")
             self._put(obs_id, self._obs.get(obs_id), new)
+        for s in record["sites"]:
+            self.site_geo[s["site_id"]] = (s["region"], s["country"])
         self.as_of = max(self.as_of, record["as_of"])
         self._persisted_as_of = self.as_of
-        self._pending = {}
+        self._pending, self._pending_sites = {}, {}
         self.dirty.update(self._sites_of)
 
     # --- snapshots -----------------------------------------------------------
