@@ -65,6 +65,7 @@ class NormaliseStage:
         self._beyond_horizon = m.beyond_dedupe_horizon.labels(STAGE)
         self._state_entries = m.state_entries.labels(STAGE)
         self._watermark = m.watermark.labels(STAGE)
+        self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
     # --- partition ownership -------------------------------------------------
     def input_topics(self) -> list[str]:
@@ -154,13 +155,21 @@ class NormaliseStage:
         return events
 
     def _count_accepted(self, out: dict[str, Any], ingest: int) -> None:
-        m = self.metrics
-        site = m.site_label(out["site_id"])
+        # Per-event metric updates go through cached label children: labels() costs
+        # more than the rest of the bookkeeping together.
+        key = (out["site_id"], out["event_type"])
+        children = self._children.get(key)
+        if children is None:
+            m = self.metrics
+            site = m.site_label(out["site_id"])
+            children = self._children[key] = (m.site_events.labels(site, out["event_type"]),
+                                               m.feed_latency.labels(site))
         self._events_out.inc()
-        m.site_events.labels(site, out["event_type"]).inc()
+        children[0].inc()
+        children[1].observe(max(0.0, (ingest - out["event_time"]) / 1e6))
         if not out["mapped"]:
-            m.unmapped_codes.labels(site, out["code_system"] or "unknown").inc()
-        m.feed_latency.labels(site).observe(max(0.0, (ingest - out["event_time"]) / 1e6))
+            m = self.metrics
+            m.unmapped_codes.labels(m.site_label(out["site_id"]), out["code_system"] or "unknown").inc()
 
     def _dead(self, producer: Producer, msg: Message, rejection: Rejection, original: bytes | None,
               site_id: str | None) -> None:
@@ -181,10 +190,10 @@ class NormaliseStage:
         wrote = False
         for partition, store in self._stores.items():
             store.evict()
-            delta = store.take_delta()
-            if delta is None:
+            deltas = store.take_delta()
+            if not deltas:
                 continue
-            records = store.snapshot() if self._changelog.wants_snapshot(partition) else [delta]
+            records = store.snapshot() if self._changelog.wants_snapshot(partition) else deltas
             for record in records:
                 self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
             wrote = True

@@ -20,8 +20,10 @@ DAY_US = 86_400_000_000
 
 
 def content_digest(event: dict[str, Any]) -> int:
-    """Stable 63-bit digest of a decoded event, so a resend in another framing still matches."""
-    return int.from_bytes(hashlib.blake2b(repr(sorted(event.items())).encode(), digest_size=8).digest()) >> 1
+    """Stable 63-bit digest of a decoded event, so a resend in another framing still matches.
+
+    Decoded records list their fields in reader-schema order, so the values alone say it."""
+    return int.from_bytes(hashlib.blake2b(repr(tuple(event.values())).encode(), digest_size=8).digest()) >> 1
 
 
 class DedupeStore:
@@ -68,13 +70,12 @@ class DedupeStore:
                     gone += 1
         return gone
 
-    def take_delta(self) -> dict[str, Any] | None:
-        """The changelog delta of what was added since the last call (None: nothing)."""
-        if not self._pending:
-            return None
-        delta = {"snapshot": False, "watermark": self.watermark, "entries": self._pending}
-        self._pending = []
-        return delta
+    def take_delta(self, chunk: int = 10_000) -> list[dict[str, Any]]:
+        """Changelog records of what was added since the last call, ``chunk`` entries each
+        (a batch of containers can add hundreds of thousands; a record must stay < 1 MB)."""
+        pending, self._pending = self._pending, []
+        return [{"snapshot": False, "watermark": self.watermark, "entries": pending[i:i + chunk]}
+                for i in range(0, len(pending), chunk)]
 
     def snapshot(self, chunk: int = 10_000) -> list[dict[str, Any]]:
         """The whole state as changelog records: a snapshot, then deltas, ``chunk``

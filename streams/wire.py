@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import fastavro
 
-from streams import schemas
+from streams import avro_writer, schemas
 from streams.errors import BrokerUnavailable
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -227,17 +227,14 @@ class Encoder:
         if framing == CONFLUENT and schema_id is None:
             raise ValueError("Confluent framing needs the schema id from the registry")
         self.name = name
-        self._schema = schemas.parsed_plain(name)
         if framing == SINGLE_OBJECT:
             self._header = SINGLE_OBJECT_MAGIC + schemas.crc64_fingerprint(schemas.raw_schema(name))
         else:
             self._header = CONFLUENT_MAGIC + struct.pack(">I", schema_id)
+        self._body = avro_writer.encoder(name, framed=False)
 
     def encode(self, record: dict[str, Any]) -> bytes:
-        buf = io.BytesIO()
-        buf.write(self._header)
-        fastavro.schemaless_writer(buf, self._schema, record)
-        return buf.getvalue()
+        return self._header + self._body(record)
 
 
 def encode_container(name: str, records: Iterable[dict[str, Any]], codec: str = "null") -> bytes:

@@ -9,9 +9,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from streams import avro_writer as fastencode
 from streams import schemas
 
-from . import fastencode
 from .cohort import simulate
 from .faults import Item, arrange
 from .model import DUPLICATE, VALID, Manifest, SimMessage, SimulationConfig

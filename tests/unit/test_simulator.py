@@ -14,6 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from streams import avro_writer as fastencode
 from streams import schemas, wire
 from streams.errors import ConfigError
 from streams.settings import Settings
@@ -22,7 +23,6 @@ from streams.simulator import (
     Shift,
     SimulationConfig,
     command,
-    fastencode,
     generate,
     records,
     write_container_file,
