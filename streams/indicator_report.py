@@ -14,7 +14,6 @@ def snapshots_for(result: Evaluation, settings: Settings) -> list[dict[str, Any]
     """Published (disclosure-controlled) snapshots of every indicator, every scope and window."""
     state = RollingState(load_catalogue())
     for record in sorted(result.observations.values(), key=lambda o: o["observation_id"]):
-        state.advance(record["closed_time"] or record["index_time"])
         state.upsert(record)
     out: list[dict[str, Any]] = []
     for indicator in state.indicators:

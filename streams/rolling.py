@@ -9,9 +9,10 @@ network) is computed here. Product decisions:
   OPEN, then FINAL or EXCLUDED. EXCLUDED with exclusion ``superseded`` retracts the
   observation (it leaves every count). An identical record changes nothing, so a
   redelivered batch is absorbed.
-* **Clock.** ``as_of`` is the partition's event-time clock: the largest
-  ``closed_time`` (or ``index_time`` while open) of any observation seen. Indicators
-  sharing a partition share it, so a quiet indicator's windows still slide.
+* **Clock.** Each indicator has its own event-time clock: the largest ``closed_time``
+  (or ``index_time`` while open) of its observations. Per indicator, not per
+  partition, so results do not depend on which indicators share a partition (or on
+  the partition count), and the batch evaluator computes exactly what the stream does.
 * **Follow-up.** An indicator's follow-up is ``horizon_days`` plus, for shapes with
   a response window (``value_at``), that window's ``window_days``: the longest an
   observation can stay OPEN.
@@ -225,14 +226,14 @@ class RollingState:
 
     def __init__(self, catalogue: Catalogue) -> None:
         self.catalogue = catalogue
-        self.as_of = 0
+        self.clocks: dict[str, int] = {}  # indicator -> its event-time clock (UTC us)
         self._obs: dict[str, Obs] = {}
         self._series: dict[tuple[str, str], Series] = {}
         self._sites_of: dict[str, set[str]] = {}
         self.site_geo: dict[str, tuple[str, str]] = {}
         self._pending: dict[str, dict[str, Any]] = {}
         self._pending_sites: dict[str, tuple[str, str]] = {}  # geography changes since the last delta
-        self._persisted_as_of = 0
+        self._persisted_clocks: dict[str, int] = {}
         self._follow_up = {i.id: follow_up_us(i) for i in catalogue.indicators.values()}
         self.dirty: set[str] = set()  # indicators whose snapshots may have changed
 
@@ -248,20 +249,28 @@ class RollingState:
         return self._obs.get(observation_id)
 
     # --- updates -------------------------------------------------------------
+    @property
+    def as_of(self) -> int:
+        """The most advanced indicator clock (for metrics)."""
+        return max(self.clocks.values(), default=0)
+
     def first_kept_day(self, indicator: str) -> int:
         """Index days before this are evicted (and records for them not applied)."""
-        return (self.as_of - RETENTION_DAYS * DAY_US - self._follow_up[indicator]) // DAY_US
+        return (self.clocks.get(indicator, 0) - RETENTION_DAYS * DAY_US - self._follow_up[indicator]) // DAY_US
 
-    def advance(self, event_time: int) -> None:
-        if event_time > self.as_of:
-            self.as_of = event_time
-            self.dirty.update(self._sites_of)
+    def advance(self, event_time: int, indicator: str | None = None) -> None:
+        """Move an indicator's clock (every catalogue indicator's when None) forward."""
+        for ind in (indicator,) if indicator is not None else self.catalogue.indicators:
+            if event_time > self.clocks.get(ind, 0):
+                self.clocks[ind] = event_time
+                if ind in self._sites_of:
+                    self.dirty.add(ind)
 
     def upsert(self, record: Mapping[str, Any]) -> str:
         """Apply one OutcomeObservation (validated with :func:`problem`): CHANGED,
         UNCHANGED or BEYOND_RETENTION."""
         closed = record.get("closed_time")
-        self.advance(closed if closed is not None else record["index_time"])
+        self.advance(closed if closed is not None else record["index_time"], record["indicator"])
         indicator = record["indicator"]
         if record["index_time"] // DAY_US < self.first_kept_day(indicator):
             return BEYOND_RETENTION
@@ -357,27 +366,29 @@ class RollingState:
     # --- changelog -----------------------------------------------------------
     def take_delta(self) -> list[dict[str, Any]] | None:
         """Changelog records of what changed since the last call (None: nothing)."""
-        if not self._pending and not self._pending_sites and self.as_of == self._persisted_as_of:
+        if not self._pending and not self._pending_sites and self.clocks == self._persisted_clocks:
             return None
         entries = list(self._pending.values())
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self._pending_sites.items()]
         self._pending, self._pending_sites = {}, {}
-        self._persisted_as_of = self.as_of
+        self._persisted_clocks = dict(self.clocks)
         starts = range(0, max(len(entries), 1), CHUNK)
-        return [{"snapshot": False, "as_of": self.as_of, "observations": entries[i:i + CHUNK],
+        return [{"snapshot": False, "as_of": self.as_of, "clocks": dict(self.clocks),
+                 "observations": entries[i:i + CHUNK],
                  "sites": sites if i == starts[-1] else [], "evicted": []} for i in starts]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The whole state as changelog records: one snapshot, then deltas of ``CHUNK``."""
         self._pending, self._pending_sites = {}, {}
-        self._persisted_as_of = self.as_of
+        self._persisted_clocks = dict(self.clocks)
         entries = [o.entry(i) for i, o in self._obs.items()]
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self.site_geo.items()]
         evicted = [{"indicator": ind, "site_id": site, "counts": series.base[:NEXP + 1],
                     "sums": [_int_bytes(v) for v in series.base[SV:]]}
                    for (ind, site), series in self._series.items()]
         starts = range(0, max(len(entries), 1), CHUNK)
-        return [{"snapshot": i == 0, "as_of": self.as_of, "observations": entries[i:i + CHUNK],
+        return [{"snapshot": i == 0, "as_of": self.as_of, "clocks": dict(self.clocks),
+                 "observations": entries[i:i + CHUNK],
                  "sites": sites if i == starts[-1] else [], "evicted": evicted if i == 0 else []}
                 for i in starts]
 
@@ -410,8 +421,10 @@ class RollingState:
             self._put(obs_id, self._obs.get(obs_id), new)
         for s in record["sites"]:
             self.site_geo[s["site_id"]] = (s["region"], s["country"])
-        self.as_of = max(self.as_of, record["as_of"])
-        self._persisted_as_of = self.as_of
+        for ind, clock in record["clocks"].items():
+            if ind in self.catalogue.indicators:
+                self.clocks[ind] = max(self.clocks.get(ind, 0), clock)
+        self._persisted_clocks = dict(self.clocks)
         self._pending, self._pending_sites = {}, {}
         self.dirty.update(self._sites_of)
 
@@ -428,10 +441,11 @@ class RollingState:
         region_country: dict[str, str] = {}
         for s in sites:  # sorted: a region's country is that of its first site
             region_country.setdefault(geo[s][0], geo[s][1])
-        end = self.as_of - self._follow_up[indicator_id]
+        as_of = self.clocks.get(indicator_id, 0)
+        end = as_of - self._follow_up[indicator_id]
         base = {
             "indicator": indicator_id, "area": ind.area, "catalogue_version": self.catalogue.version,
-            "kind": "CONTINUOUS" if continuous else "PROPORTION", "unit": ind.unit, "as_of": self.as_of,
+            "kind": "CONTINUOUS" if continuous else "PROPORTION", "unit": ind.unit, "as_of": as_of,
         }
         out: list[tuple[disclosure.Cell, dict[str, Any]]] = []
         for window in WINDOWS:

@@ -16,8 +16,10 @@ from helpers import read_topic, wait_for
 from streams import schemas, topics, wire
 from streams.engine import Engine, Worker
 from streams.evaluate import evaluate
+from streams.indicator_report import snapshots_for
 from streams.partitioning import partition_for
 from streams.pseudonym import Pseudonymiser
+from streams.rolling import window_key
 from streams.runner import producer_config
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, records
@@ -53,7 +55,7 @@ def closing_events(partitions: int) -> list[dict[str, Any]]:
 @contextmanager
 def worker(settings: Settings) -> Iterator[Engine]:
     engine = Engine.create(settings)
-    w = Worker(engine, ["normalise", "ascertain"])
+    w = Worker(engine, ["normalise", "ascertain", "aggregate"])
     w.start()
     try:
         yield engine
@@ -84,6 +86,16 @@ def latest_observations(settings: Settings) -> dict[str, dict[str, Any]]:
         assert partition == partition_for(obs["indicator"].encode(), settings.partitions)
         latest[obs["observation_id"]] = obs
     return {k: v for k, v in latest.items() if v["exclusion"] != "superseded"}
+
+
+def latest_snapshots(settings: Settings) -> dict[str, dict[str, Any]]:
+    decoder = wire.Decoder(schemas.INDICATOR_SNAPSHOT)
+    return {key.decode(): decoder.decode(value)[0]
+            for key, value, _p in read_topic(settings, settings.topic(topics.INDICATORS)) if key}
+
+
+def without_as_of(cells: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {k: {f: v for f, v in s.items() if f != "as_of"} for k, s in cells.items()}
 
 
 def comparable(observations: dict[str, dict[str, Any]]) -> dict[str, tuple[Any, ...]]:
@@ -117,6 +129,7 @@ def run_stream(settings: Settings, events: list[dict[str, Any]], restart_after: 
             wait_for(lambda e=engine, n=normalised - normalised_before: events_in(e, "ascertain") >= n,
                      timeout=120, what="ascertain to catch up")
             settle(settings, topics.OBSERVATIONS)
+            settle(settings, topics.INDICATORS)
         normalised_before = normalised
     return latest_observations(settings)
 
@@ -145,6 +158,12 @@ def test_stream_equals_batch(broker_settings: Callable[..., Settings], feed: tup
     assert comparable(stream) == comparable(batch_obs)
     indicators = {o["indicator"] for o in batch_obs.values()}
     assert len(indicators) >= 12, sorted(indicators)
+    # The published indicators agree too, cell by cell (as_of is when a cell last changed).
+    stream_cells = latest_snapshots(settings)
+    batch_cells = {f"{s['indicator']}|{s['scope']}|{s['scope_id']}|{window_key(s['window_days'])}": s
+                   for s in snapshots_for(batch, settings)}
+    assert without_as_of(stream_cells) == without_as_of(batch_cells)
+    assert sum(1 for s in batch_cells.values() if not s["suppressed"] and s["denominator"]) > 50
 
 
 def test_redelivery_changes_nothing(broker_settings: Callable[..., Settings], feed: tuple[list[Any], Path]) -> None:
