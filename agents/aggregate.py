@@ -27,7 +27,6 @@ In-process readers (the demo, a Prometheus collector) call
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -39,11 +38,11 @@ from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import CollectorRegistry, Counter
 
 from streams import rolling, schemas, topics, wire
-from streams.changelog import ChangelogWriter, restore
 from streams.definitions import Catalogue, load_catalogue
-from streams.dlq import Rejection, dead_letter
+from streams.dlq import DeadLetterWriter, Rejection
 from streams.engine import Engine
 from streams.metrics import EngineMetrics
+from streams.partitioned_state import PartitionedState
 from streams.rolling import RollingState
 from streams.settings import Settings
 
@@ -102,19 +101,15 @@ class AggregateStage:
         self.decoder = decoder
         self.encoder = encoder
         self.network_encoder = network_encoder
-        self.dlq_encoder = dlq_encoder
         self.coalesce_seconds = coalesce_seconds
         self.clock = clock
         self.in_topic = settings.topic(topics.OBSERVATIONS)
         self.out_topic = settings.topic(topics.INDICATORS)
         self.network_topic = settings.topic(topics.NETWORK)
-        self.changelog_topic = settings.topic(topics.AGGREGATE_CHANGELOG)
-        self.dlq_topic = settings.topic(topics.DLQ)
-        self._consumer_factory = consumer_factory
-        self._states: dict[int, RollingState] = {}
-        self._changelog: ChangelogWriter | None = None
-        self._delta_encoder = wire.Encoder(DELTA_SCHEMA)
-        self._delta_decoder = wire.Decoder(DELTA_SCHEMA)
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        self.states: PartitionedState[RollingState] = PartitionedState(
+            STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA, lambda: RollingState(catalogue),
+            consumer_factory, metrics)
         self._reencoder = wire.Encoder(schemas.OUTCOME_OBSERVATION)
         self._computed_at: dict[tuple[int, str], float] = {}
         self._published: dict[str, tuple[Any, ...]] = {}   # key -> content last published
@@ -124,7 +119,6 @@ class AggregateStage:
         self.own = aggregate_metrics(metrics.registry)
         self._events_in = metrics.events_in.labels(STAGE)
         self._events_out = metrics.events_out.labels(STAGE)
-        self._state_entries = metrics.state_entries.labels(STAGE)
         self._watermark = metrics.watermark.labels(STAGE)
         self._observed = {(i, s): self.own.observations.labels(i, s)
                           for i in catalogue.indicators for s in (*rolling.STATUSES, "SUPERSEDED")}
@@ -134,38 +128,17 @@ class AggregateStage:
         return [self.in_topic]
 
     def assign(self, partitions: list[int]) -> None:
-        for p in partitions:
-            state = RollingState(self.catalogue)
-            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, state))
-            state.evict()
-            self._states[p] = state
-            if self._changelog is not None:
-                self._changelog.reset(p)
-            self.metrics.restored_records.labels(STAGE).inc(n)
-            log.info("aggregate: partition %d restored %d changelog records, %d observations, indicators %s",
-                     p, n, len(state), ", ".join(state.indicators) or "none")
-        self._state_entries.set(sum(len(s) for s in self._states.values()))
-
-    def _apply(self, state: RollingState, value: bytes) -> None:
-        state.apply(self._delta_decoder.decode(value)[0])
+        self.states.assign(partitions)
 
     def revoke(self, partitions: list[int]) -> None:
+        self.states.revoke(partitions)
         for p in partitions:
-            self._states.pop(p, None)
-            if self._changelog is not None:
-                self._changelog.reset(p)
             with self._lock:
                 for key in self._keys_of.pop(p, set()):
                     self._published.pop(key, None)
                     self._latest.pop(key, None)
             for ck in [ck for ck in self._computed_at if ck[0] == p]:
                 del self._computed_at[ck]
-
-    def state(self, partition: int) -> RollingState:
-        state = self._states.get(partition)
-        if state is None:  # assigned without a rebalance callback (manual assign)
-            state = self._states[partition] = RollingState(self.catalogue)
-        return state
 
     # --- the batch -----------------------------------------------------------
     def process(self, messages: list[Message], producer: Producer) -> int:
@@ -179,16 +152,17 @@ class AggregateStage:
                 records = self.decoder.decode(value)
             except wire.DecodeError as exc:
                 events += 1
-                self._dead(producer, msg, Rejection(exc.reason, exc.message), value, None)
+                self.dead_letters.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
                 continue
             single = len(records) == 1 and value[:4] != wire.CONTAINER_MAGIC
-            state = self.state(msg.partition() or 0)
+            state = self.states.get(msg.partition() or 0)
             events += len(records)
             for record in records:
                 why = rolling.problem(record, catalogue)
                 if why is not None:
                     original = value if single else self._reencoder.encode(record)
-                    self._dead(producer, msg, Rejection("invalid_observation", why), original, record.get("site_id"))
+                    self.dead_letters.send(producer, msg, Rejection("invalid_observation", why), original,
+                                           record.get("site_id"))
                     continue
                 indicator = record["indicator"]
                 status = record["status"]
@@ -200,39 +174,19 @@ class AggregateStage:
         self._events_in.inc(events)
         return events
 
-    def _dead(self, producer: Producer, msg: Message, rejection: Rejection, original: bytes | None,
-              site_id: str | None) -> None:
-        site = site_id if site_id in self.metrics.sites else None
-        letter = dead_letter(rejection, STAGE, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
-                             msg.timestamp()[1] if msg.timestamp()[0] else None, msg.key(), original, site)
-        key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
-        producer.produce(self.dlq_topic, value=self.dlq_encoder.encode(letter), key=key)
-        self.metrics.dead_letters.labels(STAGE, rejection.reason, self.metrics.site_label(site_id)).inc()
-
     def checkpoint(self, producer: Producer) -> bool:
-        if self._changelog is None:
-            self._changelog = ChangelogWriter(producer, self.changelog_topic)
-        wrote = False
-        for partition, state in self._states.items():
+        for _partition, state in self.states:
             state.evict()
-            delta = state.take_delta()
-            if delta is None:
-                continue
-            records = state.snapshot() if self._changelog.wants_snapshot(partition) else delta
-            for record in records:
-                self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
-            wrote = True
-        self._state_entries.set(sum(len(s) for s in self._states.values()))
-        if self._states:
-            self._watermark.set(max(s.as_of for s in self._states.values()) / 1e6)
-        return wrote
+        if len(self.states):
+            self._watermark.set(max(s.as_of for _p, s in self.states) / 1e6)
+        return self.states.checkpoint(producer)
 
     # --- publication ---------------------------------------------------------
     def tick(self, producer: Producer) -> int:
         now = self.clock()
         produced = 0
         k, rounding = self.settings.min_cell_count, self.settings.cell_rounding
-        for partition, state in self._states.items():
+        for partition, state in self.states:
             for indicator in sorted(state.dirty):
                 last = self._computed_at.get((partition, indicator))
                 if last is not None and now - last < self.coalesce_seconds:

@@ -10,19 +10,18 @@ indicator meets in one aggregate partition. State goes to a batched changelog.
 
 from __future__ import annotations
 
-import functools
 import logging
-from typing import Any
+from collections.abc import Callable
 
-from confluent_kafka import Message, Producer
+from confluent_kafka import Consumer, Message, Producer
 
 from streams import schemas, topics, wire
 from streams.ascertainment import Observation
-from streams.changelog import ChangelogWriter, restore
 from streams.definitions import Catalogue, load_catalogue
 from streams.engine import Engine
 from streams.metrics import EngineMetrics
 from streams.outcomes import APPLIED, DUPLICATE, LATE, OutcomeTracker, observation_record
+from streams.partitioned_state import PartitionedState
 from streams.partitioning import partition_for
 from streams.settings import Settings
 from streams.sites import Site
@@ -37,7 +36,7 @@ class AscertainStage:
 
     def __init__(self, settings: Settings, catalogue: Catalogue, sites: dict[str, Site], metrics: EngineMetrics,
                  decoder: wire.Decoder, encoder: wire.Encoder, output_partitions: int,
-                 consumer_factory: Any) -> None:
+                 consumer_factory: Callable[[], Consumer]) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self.sites = sites
@@ -47,51 +46,25 @@ class AscertainStage:
         self.output_partitions = output_partitions
         self.in_topic = settings.topic(topics.NORMALISED)
         self.out_topic = settings.topic(topics.OBSERVATIONS)
-        self.changelog_topic = settings.topic(topics.ASCERTAIN_CHANGELOG)
-        self._consumer_factory = consumer_factory
-        self._lateness_us = int(settings.allowed_lateness * 1_000_000)
-        self._trackers: dict[int, OutcomeTracker] = {}
-        self._changelog: ChangelogWriter | None = None
-        self._delta_encoder = wire.Encoder(DELTA_SCHEMA)
-        self._delta_decoder = wire.Decoder(DELTA_SCHEMA)
-        self._restored: list[Observation] = []
+        lateness_us = int(settings.allowed_lateness * 1_000_000)
+        self.trackers: PartitionedState[OutcomeTracker] = PartitionedState(
+            STAGE, settings.topic(topics.ASCERTAIN_CHANGELOG), DELTA_SCHEMA,
+            lambda: OutcomeTracker(catalogue, lateness_us), consumer_factory, metrics)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)
         self._late = m.late_events.labels(STAGE)
         self._duplicates = m.duplicates.labels(STAGE, "all")
-        self._patients = m.state_entries.labels(STAGE)
         self._watermark = m.watermark.labels(STAGE)
 
     def input_topics(self) -> list[str]:
         return [self.in_topic]
 
-    def tracker(self, partition: int) -> OutcomeTracker:
-        tracker = self._trackers.get(partition)
-        if tracker is None:
-            tracker = self._trackers[partition] = OutcomeTracker(self.catalogue, self._lateness_us)
-        return tracker
-
     def assign(self, partitions: list[int]) -> None:
-        for p in partitions:
-            tracker = OutcomeTracker(self.catalogue, self._lateness_us)
-            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, tracker))
-            tracker.restored()
-            self._trackers[p] = tracker
-            if self._changelog is not None:
-                self._changelog.reset(p)
-            self.metrics.restored_records.labels(STAGE).inc(n)
-            log.info("ascertain: partition %d restored %d changelog records, %d patients", p, n,
-                     len(tracker.patients))
-
-    def _apply(self, tracker: OutcomeTracker, value: bytes) -> None:
-        tracker.apply(self._delta_decoder.decode(value)[0])
+        self.trackers.assign(partitions)
 
     def revoke(self, partitions: list[int]) -> None:
-        for p in partitions:
-            self._trackers.pop(p, None)
-            if self._changelog is not None:
-                self._changelog.reset(p)
+        self.trackers.revoke(partitions)
 
     def process(self, messages: list[Message], producer: Producer) -> int:
         events = 0
@@ -107,7 +80,7 @@ class AscertainStage:
                           msg.offset(), exc.message)
                 self.metrics.dead_letters.labels(STAGE, exc.reason, "other").inc()
                 continue
-            tracker = self.tracker(msg.partition() or 0)
+            tracker = self.trackers.get(msg.partition() or 0)
             touched.add(msg.partition() or 0)
             for event in records:
                 events += 1
@@ -119,7 +92,7 @@ class AscertainStage:
                 elif verdict is not APPLIED:
                     continue
         for p in touched:
-            self._publish(producer, self._trackers[p].collect())
+            self._publish(producer, self.trackers.get(p).collect())
         self._events_in.inc(events)
         return events
 
@@ -137,7 +110,7 @@ class AscertainStage:
         # After a restore every patient is re-examined once; the changes (normally none:
         # what was published is in the changelog too) go out here.
         produced = 0
-        for tracker in self._trackers.values():
+        for _partition, tracker in self.trackers:
             if tracker.pending_restore:
                 observations = tracker.flush_all()
                 self._publish(producer, observations)
@@ -145,23 +118,9 @@ class AscertainStage:
         return produced
 
     def checkpoint(self, producer: Producer) -> bool:
-        if self._changelog is None:
-            self._changelog = ChangelogWriter(producer, self.changelog_topic)
-        wrote = False
-        for partition, tracker in self._trackers.items():
-            delta = tracker.take_delta()
-            if delta is None:
-                continue
-            records = tracker.snapshot() if self._changelog.wants_snapshot(partition) else [delta]
-            for record in records:
-                self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
-            wrote = True
-        patients = sum(len(t.patients) for t in self._trackers.values())
-        self._patients.set(patients)
-        if self._trackers:
-            self._watermark.set(max(t.watermark for t in self._trackers.values()) / 1e6)
-        return wrote
-
+        if len(self.trackers):
+            self._watermark.set(max(t.watermark for _p, t in self.trackers) / 1e6)
+        return self.trackers.checkpoint(producer)
 
 def output_partitions(settings: Settings, topic: str) -> int:
     from confluent_kafka.admin import AdminClient

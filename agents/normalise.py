@@ -11,7 +11,6 @@ stable per event): a resend must land on the same raw partition.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable
 from typing import Any
@@ -19,14 +18,14 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer
 
 from streams import schemas, topics, wire
-from streams.changelog import ChangelogWriter, restore
 from streams.clinical import ClinicalNormaliser
 from streams.clock import now_us
 from streams.codes import CodeMap
 from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
-from streams.dlq import Rejected, Rejection, dead_letter
+from streams.dlq import DeadLetterWriter, Rejected, Rejection
 from streams.engine import Engine
 from streams.metrics import EngineMetrics
+from streams.partitioned_state import PartitionedState
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
 
@@ -41,29 +40,24 @@ class NormaliseStage:
 
     def __init__(self, settings: Settings, normaliser: ClinicalNormaliser, metrics: EngineMetrics,
                  decoder: wire.Decoder, encoder: wire.Encoder, dlq_encoder: wire.Encoder,
-                 consumer_factory: Callable[[], Consumer], producer: Producer | None = None) -> None:
+                 consumer_factory: Callable[[], Consumer]) -> None:
         self.settings = settings
         self.normaliser = normaliser
         self.metrics = metrics
         self.decoder = decoder
         self.encoder = encoder
-        self.dlq_encoder = dlq_encoder
         self.raw_topic = settings.topic(topics.RAW)
         self.out_topic = settings.topic(topics.NORMALISED)
-        self.dlq_topic = settings.topic(topics.DLQ)
-        self.changelog_topic = settings.topic(topics.DEDUPE_CHANGELOG)
-        self._consumer_factory = consumer_factory
-        self._stores: dict[int, DedupeStore] = {}
-        self._horizon_us = int(settings.dedupe_horizon * 1_000_000)
-        self._changelog: ChangelogWriter | None = None
-        self._delta_encoder = wire.Encoder("rwe.internal.DedupeDelta")
-        self._delta_decoder = wire.Decoder("rwe.internal.DedupeDelta")
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        horizon_us = int(settings.dedupe_horizon * 1_000_000)
+        self.stores: PartitionedState[DedupeStore] = PartitionedState(
+            STAGE, settings.topic(topics.DEDUPE_CHANGELOG), "rwe.internal.DedupeDelta",
+            lambda: DedupeStore(horizon_us), consumer_factory, metrics)
         self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)
         self._beyond_horizon = m.beyond_dedupe_horizon.labels(STAGE)
-        self._state_entries = m.state_entries.labels(STAGE)
         self._watermark = m.watermark.labels(STAGE)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
 
@@ -72,32 +66,10 @@ class NormaliseStage:
         return [self.raw_topic]
 
     def assign(self, partitions: list[int]) -> None:
-        for p in partitions:
-            store = DedupeStore(self._horizon_us)
-            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, store))
-            store.evict()
-            self._stores[p] = store
-            if self._changelog is not None:
-                self._changelog.reset(p)
-            self.metrics.restored_records.labels(STAGE).inc(n)
-            log.info("normalise: partition %d restored %d changelog records, %d events remembered",
-                     p, n, len(store))
-        self._state_entries.set(sum(len(s) for s in self._stores.values()))
-
-    def _apply(self, store: DedupeStore, value: bytes) -> None:
-        store.apply(self._delta_decoder.decode(value)[0])
+        self.stores.assign(partitions)
 
     def revoke(self, partitions: list[int]) -> None:
-        for p in partitions:
-            self._stores.pop(p, None)
-            if self._changelog is not None:
-                self._changelog.reset(p)
-
-    def store(self, partition: int) -> DedupeStore:
-        store = self._stores.get(partition)
-        if store is None:  # assigned without a rebalance callback (manual assign)
-            store = self._stores[partition] = DedupeStore(self._horizon_us)
-        return store
+        self.stores.revoke(partitions)
 
     # --- the batch -----------------------------------------------------------
     def process(self, messages: list[Message], producer: Producer) -> int:
@@ -117,17 +89,17 @@ class NormaliseStage:
                     raise wire.DecodeError("undecodable", "message has no value")
             except wire.DecodeError as exc:
                 events += 1
-                self._dead(producer, msg, Rejection(exc.reason, exc.message), value, None)
+                self.dead_letters.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
                 continue
             single = len(records) == 1 and value is not None and value[:4] != wire.CONTAINER_MAGIC
-            store = self.store(partition)
+            store = self.stores.get(partition)
             events += len(records)
             for record in records:
                 try:
                     out = normalise(record, ingest)
                 except Rejected as exc:
                     original = value if single else self._reencoder.encode(record)
-                    self._dead(producer, msg, exc.rejection, original, record.get("site_id"))
+                    self.dead_letters.send(producer, msg, exc.rejection, original, record.get("site_id"))
                     continue
                 site = out["site_id"]
                 if store.is_beyond_horizon(out["event_time"]):
@@ -141,7 +113,7 @@ class NormaliseStage:
                 else:
                     assert verdict is CONFLICT
                     original = value if single else self._reencoder.encode(record)
-                    self._dead(producer, msg, Rejection(
+                    self.dead_letters.send(producer, msg, Rejection(
                         "duplicate_conflict", "event id already accepted with different content; "
                         "a correction needs a new event id"), original, site)
         # A batch interleaves raw partitions that may be hours of event time apart (a replay,
@@ -171,37 +143,15 @@ class NormaliseStage:
             m = self.metrics
             m.unmapped_codes.labels(m.site_label(out["site_id"]), out["code_system"] or "unknown").inc()
 
-    def _dead(self, producer: Producer, msg: Message, rejection: Rejection, original: bytes | None,
-              site_id: str | None) -> None:
-        site = site_id if site_id in self.metrics.sites else None
-        letter = dead_letter(rejection, STAGE, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
-                             msg.timestamp()[1] if msg.timestamp()[0] else None, msg.key(), original, site)
-        key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
-        producer.produce(self.dlq_topic, value=self.dlq_encoder.encode(letter), key=key)
-        self.metrics.dead_letters.labels(STAGE, rejection.reason, self.metrics.site_label(site_id)).inc()
-        log.debug("dead letter %s at %s", rejection.reason, key.decode())
-
     def tick(self, producer: Producer) -> int:
         return 0
 
     def checkpoint(self, producer: Producer) -> bool:
-        if self._changelog is None:
-            self._changelog = ChangelogWriter(producer, self.changelog_topic)
-        wrote = False
-        for partition, store in self._stores.items():
+        for _partition, store in self.stores:
             store.evict()
-            deltas = store.take_delta()
-            if not deltas:
-                continue
-            records = store.snapshot() if self._changelog.wants_snapshot(partition) else deltas
-            for record in records:
-                self._changelog.write(partition, self._delta_encoder.encode(record), record["snapshot"])
-            wrote = True
-        self._state_entries.set(sum(len(s) for s in self._stores.values()))
-        if self._stores:
-            self._watermark.set(max(s.watermark for s in self._stores.values()) / 1e6)
-        return wrote
-
+        if len(self.stores):
+            self._watermark.set(max(store.watermark for _p, store in self.stores) / 1e6)
+        return self.stores.checkpoint(producer)
 
 def build(engine: Engine) -> NormaliseStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""

@@ -86,6 +86,9 @@ class DedupeStore:
         return [{"snapshot": i == 0, "watermark": self.watermark, "entries": entries[i:i + chunk]}
                 for i in range(0, max(len(entries), 1), chunk)]
 
+    def restored(self) -> None:
+        self.evict()
+
     def apply(self, record: dict[str, Any]) -> None:
         """Replay one changelog record (delta or snapshot) into the store."""
         if record["snapshot"]:

@@ -45,6 +45,27 @@ def dead_letter(rejection: Rejection, stage: str, topic: str, partition: int, of
     }
 
 
+class DeadLetterWriter:
+    """Sends a stage's rejected records to the dead-letter topic and counts them."""
+
+    def __init__(self, stage: str, topic: str, encoder: Any, metrics: Any) -> None:
+        self.stage = stage
+        self.topic = topic
+        self.encoder = encoder
+        self.metrics = metrics
+
+    def send(self, producer: Any, msg: Any, rejection: Rejection, original: bytes | None,
+             site_id: str | None) -> None:
+        """``msg``: the source Kafka message; ``original``: the record's own bytes."""
+        known_site = site_id if site_id in self.metrics.sites else None
+        timestamp_type, timestamp = msg.timestamp()
+        letter = dead_letter(rejection, self.stage, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
+                             timestamp if timestamp_type else None, msg.key(), original, known_site)
+        key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
+        producer.produce(self.topic, value=self.encoder.encode(letter), key=key)
+        self.metrics.dead_letters.labels(self.stage, rejection.reason, self.metrics.site_label(site_id)).inc()
+
+
 def summarise(letters: list[dict[str, Any]]) -> list[tuple[str, str, int, str]]:
     """(reason, stage, count, example message) rows, most frequent first."""
     counts: Counter[tuple[str, str]] = Counter((d["reason"], d["stage"]) for d in letters)

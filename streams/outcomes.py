@@ -199,15 +199,19 @@ class OutcomeTracker:
         return self.collect()
 
     # ------------------------------------------------------------------ durability
-    def take_delta(self) -> dict[str, Any] | None:
-        touched = set(self._new_facts) | set(self._new_published) | self._demographics_changed | self._evicted
-        if not touched:
-            return None
+    def __len__(self) -> int:
+        return len(self.patients)
+
+    def take_delta(self, chunk: int = 300) -> list[dict[str, Any]]:
+        """Changelog records of this batch's changes, ``chunk`` patients each."""
+        touched = sorted(set(self._new_facts) | set(self._new_published) | self._demographics_changed
+                         | self._evicted)
         patients = [self._change(p, p in self._evicted, self._new_facts.get(p, ()),
-                                 self._new_published.get(p, {})) for p in sorted(touched)]
+                                 self._new_published.get(p, {})) for p in touched]
         self._new_facts, self._new_published = {}, {}
         self._demographics_changed, self._evicted = set(), set()
-        return {"snapshot": False, "max_seen": self.max_seen, "patients": patients}
+        return [{"snapshot": False, "max_seen": self.max_seen, "patients": patients[i:i + chunk]}
+                for i in range(0, len(patients), chunk)]
 
     def snapshot(self, chunk: int = 300) -> list[dict[str, Any]]:
         self.take_delta()

@@ -364,10 +364,10 @@ class RollingState:
         return gone
 
     # --- changelog -----------------------------------------------------------
-    def take_delta(self) -> list[dict[str, Any]] | None:
-        """Changelog records of what changed since the last call (None: nothing)."""
+    def take_delta(self) -> list[dict[str, Any]]:
+        """Changelog records of what changed since the last call (empty: nothing)."""
         if not self._pending and not self._pending_sites and self.clocks == self._persisted_clocks:
-            return None
+            return []
         entries = list(self._pending.values())
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self._pending_sites.items()]
         self._pending, self._pending_sites = {}, {}
@@ -391,6 +391,9 @@ class RollingState:
                  "observations": entries[i:i + CHUNK],
                  "sites": sites if i == starts[-1] else [], "evicted": evicted if i == 0 else []}
                 for i in starts]
+
+    def restored(self) -> None:
+        self.evict()
 
     def apply(self, record: Mapping[str, Any]) -> None:
         """Replay one changelog record; call :meth:`evict` after the last one.

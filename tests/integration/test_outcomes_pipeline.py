@@ -209,7 +209,10 @@ def test_late_event_beyond_the_lateness_is_counted_not_applied(broker_settings: 
                            code_system=None, event_time=base + 5 * DAY_US, recorded_time=base + 11 * DAY_US,
                            **same_patient)]
     with worker(settings) as engine:
-        publish_events(settings, feed)
+        # Sent after the rest is processed: within one batch the normaliser would put it in order.
+        publish_events(settings, feed[:3])
+        wait_for(lambda: events_in(engine, "ascertain") >= 3, timeout=60, what="ascertain")
+        publish_events(settings, feed[3:])
         wait_for(lambda: events_in(engine, "ascertain") >= 4, timeout=60, what="ascertain")
         late = engine.metrics.registry.get_sample_value("rwe_late_events_total", {"stage": "ascertain"})
         assert late == 1

@@ -1,0 +1,181 @@
+"""Ascertain state per active patient, measured in-process without Kafka.
+
+    python benchmarks/state_size.py --patients-per-site N [--days 730] [--start 2024-01-01] [--seed 7]
+
+The feed the pipeline benchmark uses (streams.simulator, same configuration) is normalised
+in-process (streams.clinical.ClinicalNormaliser, exact resends dropped by (site, event id)),
+Avro-encoded as NormalisedEvents and written to a temporary file with each event's partition
+(two partitions, by patient pseudonym, the engine's partitioner). Then, in two fresh
+processes (so the preparation's freed memory is not reused by what is measured), two
+streams.outcomes.OutcomeTracker (one per partition, as the ascertain stage keeps them) take
+the events in arrival order, in batches of 2,000 sorted by event time (as the normalise stage
+publishes a batch), decoding each event inside the measurement as the stage does, then
+``collect()`` and ``take_delta()`` per batch. After the last batch: patients held, facts,
+published observations, and
+
+* ``tracemalloc``: bytes still allocated (traced) since the trackers were created, per patient
+  (what the state holds; excludes the interpreter's allocator slack), with the largest
+  allocation sites;
+* ``rss``: the process's RSS growth over the same run (without tracemalloc), per patient
+  (includes allocator slack);
+* the changelog snapshot: ``OutcomeTracker.snapshot()`` encoded with
+  ``streams.wire.Encoder("rwe.internal.AscertainDelta")``, bytes per patient.
+
+Prints one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import array
+import gc
+import json
+import os
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import tracemalloc
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+BATCH = 2000
+PARTITIONS = 2
+HEADER = struct.Struct("<bqi")  # partition, event time (UTC us), length of the NormalisedEvent bytes
+
+
+def prepare(path: Path, patients_per_site: int, days: int, start: str, seed: int) -> int:
+    from streams import schemas, wire
+    from streams.clinical import ClinicalNormaliser
+    from streams.clock import now_us
+    from streams.codes import CodeMap
+    from streams.dlq import Rejected
+    from streams.partitioning import partition_for
+    from streams.pseudonym import Pseudonymiser
+    from streams.simulator import SimulationConfig, records
+    from streams.sites import load_sites
+
+    config = SimulationConfig(seed=seed, patients_per_site=patients_per_site,
+                              start=datetime.fromisoformat(start).replace(tzinfo=UTC), days=days)
+    normaliser = ClinicalNormaliser(load_sites(), CodeMap.load(), Pseudonymiser(b"state-size-key-" + b"x" * 30),
+                                    3600.0)
+    encoder = wire.Encoder(schemas.NORMALISED_EVENT)
+    now = now_us()
+    seen: set[tuple[str, str]] = set()
+    n = 0
+    with path.open("wb") as out:
+        for record in records(config):
+            try:
+                event = normaliser.normalise(record, now)
+            except Rejected:
+                continue
+            key = (event["site_id"], event["event_id"])
+            if key in seen:
+                continue
+            seen.add(key)
+            value = encoder.encode(event)
+            out.write(HEADER.pack(partition_for(event["patient_pseudonym"].encode(), PARTITIONS),
+                                  event["event_time"], len(value)))
+            out.write(value)
+            n += 1
+    return n
+
+
+def measure(path: Path, mode: str) -> dict[str, Any]:
+    import psutil
+
+    from streams import schemas, wire
+    from streams.definitions import load_catalogue
+    from streams.outcomes import OutcomeTracker
+    from streams.settings import Settings
+
+    blob = path.read_bytes()
+    index = array.array("q")  # partition, event time, offset, length per event
+    offset = 0
+    while offset < len(blob):
+        partition, event_time, length = HEADER.unpack_from(blob, offset)
+        index.extend((partition, event_time, offset + HEADER.size, length))
+        offset += HEADER.size + length
+    events = len(index) // 4
+    decoder = wire.Decoder(schemas.NORMALISED_EVENT)
+    decoder.decode(blob[index[2]:index[2] + index[3]])  # warm the decoder's caches outside the measurement
+    catalogue = load_catalogue()
+    lateness = int(Settings().allowed_lateness * 1_000_000)
+    process = psutil.Process()
+    gc.collect()
+    if mode == "tracemalloc":
+        tracemalloc.start()
+        before = tracemalloc.get_traced_memory()[0]
+    rss_before = process.memory_info().rss
+    t0 = time.perf_counter()
+    trackers = [OutcomeTracker(catalogue, lateness) for _ in range(PARTITIONS)]
+    observations = 0
+    for i in range(0, events, BATCH):
+        batch = sorted(range(i, min(i + BATCH, events)), key=lambda j: index[4 * j + 1])
+        touched = set()
+        for j in batch:
+            partition, _t, start, length = index[4 * j:4 * j + 4]
+            trackers[partition].add(decoder.decode(blob[start:start + length])[0])
+            touched.add(partition)
+        for p in touched:
+            observations += len(trackers[p].collect())
+            trackers[p].take_delta()
+    seconds = time.perf_counter() - t0
+    del batch, touched
+    gc.collect()
+    held = None
+    sites: list[tuple[str, int]] = []
+    if mode == "tracemalloc":
+        held = tracemalloc.get_traced_memory()[0] - before
+        snap = tracemalloc.take_snapshot()
+        tracemalloc.stop()
+        stats = snap.filter_traces([tracemalloc.Filter(True, str(ROOT / "streams") + "/*")]).statistics("lineno")
+        sites = [(f"{Path(s.traceback[0].filename).relative_to(ROOT)}:{s.traceback[0].lineno}", s.size)
+                 for s in stats[:8]]
+    rss_delta = process.memory_info().rss - rss_before
+    patients = sum(len(t.patients) for t in trackers)
+    delta_encoder = wire.Encoder("rwe.internal.AscertainDelta")
+    return {
+        "mode": mode, "events": events, "patients": patients, "facts": sum(t.stats()[1] for t in trackers),
+        "published": sum(t.stats()[2] for t in trackers), "observations": observations, "seconds": seconds,
+        "snapshot_bytes": sum(len(delta_encoder.encode(r)) for t in trackers for r in t.snapshot()),
+        "traced_bytes": held, "top_sites": sites, "rss_delta_bytes": rss_delta if mode == "rss" else None,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--patients-per-site", type=int, default=4100)
+    parser.add_argument("--days", type=int, default=730)
+    parser.add_argument("--start", default="2024-01-01")
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--measure", choices=["tracemalloc", "rss"], default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--input", type=Path, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.measure:
+        print(json.dumps(measure(args.input, args.measure)))
+        return 0
+    fd, name = tempfile.mkstemp(prefix="rwe-state-", suffix=".bin")
+    os.close(fd)
+    path = Path(name)
+    try:
+        prepare(path, args.patients_per_site, args.days, args.start, args.seed)
+        result: dict[str, Any] = {}
+        for mode in ("rss", "tracemalloc"):
+            out = subprocess.run([sys.executable, __file__, "--measure", mode, "--input", str(path)],
+                                 capture_output=True, text=True, check=True, cwd=ROOT)
+            result[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+    finally:
+        path.unlink(missing_ok=True)
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
