@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from streams import schemas, wire
+from streams.avro_writer import zigzag
 from streams.errors import BrokerUnavailable
 
 from .model import MALFORMED, SimMessage
@@ -127,18 +128,7 @@ def _container(group: list[SimMessage]) -> tuple[bytes | None, bytes, int, int]:
     """One container (codec null) from encoded records: the block is their bodies, concatenated."""
     header = _container_header()
     body = b"".join(m.value[_header_len(m.value) or 0:] for m in group)
-    value = b"".join((header, _zigzag(len(group)), _zigzag(len(body)), body, header[-16:]))
+    value = b"".join((header, zigzag(len(group)), zigzag(len(body)), body, header[-16:]))
     keys = {m.key for m in group}
     key = keys.pop() if len(keys) == 1 else None
     return key, value, group[-1].event_time_us, len(group)
-
-
-def _zigzag(n: int) -> bytes:
-    """An Avro long."""
-    n = (n << 1) ^ (n >> 63)
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
