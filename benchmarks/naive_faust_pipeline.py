@@ -129,7 +129,7 @@ MIN_CELL = 5
 
 _first: list[float] = []
 progress: dict[str, float] = {"ascertain_in": 0, "observations": 0, "aggregate_in": 0, "late": 0}
-state = {"max_seen": 0}
+max_seen: dict[int, int] = {}  # per input partition, as the engine keeps one tracker per partition
 
 
 def _note_progress() -> None:
@@ -221,11 +221,13 @@ async def ascertain_agent(stream: Any) -> None:
             _note_progress()
             continue
         t = record["event_time"]
-        if state["max_seen"] and t < state["max_seen"] - LATENESS_US:
+        partition = event.message.partition
+        seen_max = max_seen.get(partition, 0)
+        if seen_max and t < seen_max - LATENESS_US:
             progress["late"] += 1
             _note_progress()
             continue
-        state["max_seen"] = max(state["max_seen"], t)
+        max_seen[partition] = seen_max = max(seen_max, t)
         pseudonym = record["patient_pseudonym"]
         fact = fact_from_event(record, RELEVANT, PROMS)
         stored = timelines.get(pseudonym)
@@ -237,7 +239,7 @@ async def ascertain_agent(stream: Any) -> None:
         published: dict[str, int] = stored["published"] if stored else {}
         if fact is not None and tl.add(fact):
             changed = True
-            watermark = state["max_seen"] - LATENESS_US
+            watermark = seen_max - LATENESS_US
             for ind in _relevant(tl):
                 for obs in ascertain(ind, tl, watermark):
                     sig = signature(obs)

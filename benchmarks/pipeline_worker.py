@@ -123,7 +123,9 @@ def _state(worker: Any, path: str | None) -> None:
         return
     encoder = wire.Encoder("rwe.internal.AscertainDelta")
     patients = facts = published = snapshot_bytes = records = 0
-    for tracker in stage._trackers.values():
+    found = getattr(stage, "trackers", None)  # PartitionedState: (partition, tracker) pairs
+    trackers = [t for _p, t in found] if found is not None else list(stage._trackers.values())
+    for tracker in trackers:
         p, f, o = tracker.stats()
         patients, facts, published = patients + p, facts + f, published + o
         for record in tracker.snapshot():

@@ -11,6 +11,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -78,7 +79,7 @@ class EmbeddedBroker:
              "--advertised-listener-url", f"tcp://127.0.0.1:{self.port}",
              "--storage-engine", "memory://tansu/"],
             stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            start_new_session=True,  # Ctrl-C in the terminal reaches us, and we stop it in order
+            preexec_fn=_detach_and_follow_parent,  # noqa: PLW1509 - only async-signal-safe calls
         )
         self._wait_ready()
         return self
@@ -119,6 +120,17 @@ class EmbeddedBroker:
         self.stop()
         self._log.close()
         self.log_path.unlink(missing_ok=True)
+
+
+def _detach_and_follow_parent() -> None:
+    """In the broker's child process: its own session, so Ctrl-C reaches us and we stop it
+    in order; and on Linux a SIGTERM when we die, however we die, so no broker outlives us."""
+    os.setsid()
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
 
 
 def _silent_logger() -> object:

@@ -201,7 +201,7 @@ def _serve_metrics(engine: Any, port: int) -> None:
 
 def _wait_for_signal(done: Callable[[], bool] = lambda: False) -> None:
     stopping: list[int] = []
-    for sig in (signal.SIGINT, signal.SIGTERM):
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, lambda s, _f: stopping.append(s))
     while not stopping and not done():
         time.sleep(0.2)

@@ -94,7 +94,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         feeder = threading.Thread(target=feed, name="simulated-feed", daemon=True)
         feeder.start()
         stopping: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             signal.signal(sig, lambda s, _f: stopping.append(s))
         expected_total = manifest.valid + manifest.duplicates + sum(manifest.malformed.values())
         began = time.monotonic()

@@ -104,3 +104,17 @@ def test_simulate_publish_and_inspect_dead_letters(broker_settings: Callable[...
     header, *rows = as_csv.stdout.splitlines()
     assert header.startswith("indicator,area,scope,scope_id,window_days")
     assert any(",NETWORK,network," in row for row in rows)
+
+
+def test_the_embedded_broker_dies_with_its_parent() -> None:
+    code = ("from streams.broker import EmbeddedBroker; b = EmbeddedBroker().start(); "
+            "print(b._process.pid, flush=True); import time; time.sleep(60)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert parent.stdout is not None
+    broker_pid = int(parent.stdout.readline())
+    parent.kill()  # SIGKILL: no cleanup code runs in the parent
+    parent.wait()
+    deadline = time.monotonic() + 15
+    while Path(f"/proc/{broker_pid}").exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert not Path(f"/proc/{broker_pid}").exists()
