@@ -114,6 +114,7 @@ def test_the_embedded_broker_dies_with_its_parent() -> None:
     broker_pid = int(parent.stdout.readline())
     parent.kill()  # SIGKILL: no cleanup code runs in the parent
     parent.wait()
+    parent.stdout.close()
     deadline = time.monotonic() + 15
     while Path(f"/proc/{broker_pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
