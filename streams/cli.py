@@ -162,9 +162,17 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
         unknown = [i for i in args.indicator if i not in catalogue.indicators]
         if unknown:
             raise ConfigError(f"unknown indicator {unknown[0]!r} (see rwe catalogue list)")
+        from streams.codes import CodeMap
+
+        code_map = CodeMap.load()
         for ind_id in args.indicator:
-            print(json.dumps({"catalogue_version": catalogue.version, **catalogue.indicators[ind_id].describe()},
-                             indent=2, default=str))
+            ind = catalogue.indicators[ind_id]
+            concepts = sorted({c for sel in (ind.index, ind.outcome) if sel is not None
+                               for c in (*sel.concepts, *sel.stay_concepts)})
+            codes = {c: {system: list(found) for system, found in code_map.concepts_for(c).items()}
+                     for c in concepts if c in code_map.concept_names}
+            print(json.dumps({"catalogue_version": catalogue.version, **ind.describe(),
+                              "codes": codes, "code_map_version": code_map.version}, indent=2, default=str))
     return 0
 
 

@@ -154,8 +154,10 @@ def load_catalogue(directory: Path | None = None, code_map: CodeMap | None = Non
     files = sorted(directory.glob("*.toml"))
     if not files:
         raise ConfigError(f"no indicator files (*.toml) in {directory}")
-    known = _known_concepts(code_map or CodeMap.load())
+    code_map = code_map or CodeMap.load()
+    known = _known_concepts(code_map)
     digest = hashlib.sha256()
+    digest.update(f"codes {code_map.version}\0".encode())  # code lists decide cohorts too
     indicators: dict[str, Indicator] = {}
     for path in files:
         text = path.read_bytes()

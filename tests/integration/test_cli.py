@@ -119,3 +119,16 @@ def test_the_embedded_broker_dies_with_its_parent() -> None:
     while Path(f"/proc/{broker_pid}").exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert not Path(f"/proc/{broker_pid}").exists()
+
+
+def test_broker_on_a_busy_port_is_one_line() -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        result = rwe("broker", "--port", str(port))
+    assert result.returncode == 2
+    assert result.stderr.strip() == f"rwe broker: error: port {port} is in use: stop what holds it or choose " \
+                                    "another with --port"
