@@ -698,7 +698,8 @@ def _results_doc(table: str) -> str:
     return ("# Normalise stage benchmark: results\n\n"
             "Produced by `benchmarks/normalise_bench.py` (see README.md in this folder for what each number "
             "means). Absolute rates move between machines; compare the ratios, measured side by side in one "
-            "run.\n\n" + table + "\n")
+            "run.\n\n" + table + "\n\n## Whole pipeline (normalise + ascertain + aggregate)\n\n"
+            "See [RESULTS-pipeline.md](RESULTS-pipeline.md), written by `python benchmarks/pipeline_bench.py`.\n")
 
 
 if __name__ == "__main__":

@@ -10,7 +10,7 @@ Additions, all outside the engine's code:
   every observation ascertain published by then (counters: rwe_stage_events_in_total and
   rwe_stage_events_out_total of the worker's own registry, the ones /metrics serves).
 * ``BENCH_COALESCE_SECONDS``: sets the aggregate stage's ``coalesce_seconds`` attribute.
-* ``BENCH_STATE_FILE``: at shutdown, the ascertain stage's trackers: patients, facts,
+* ``BENCH_STATE_FILE``: on SIGTERM (before stopping), the ascertain stage's trackers: patients, facts,
   published observations and the bytes of their changelog snapshot
   (``OutcomeTracker.snapshot()`` encoded as rwe.internal.AscertainDelta).
 * /metrics is served on ``RWE_METRICS_PORT`` (the benchmark passes a free port).
@@ -104,8 +104,10 @@ def main() -> int:
     print("pipeline worker ready", flush=True)
     while not stop.is_set() and worker.alive:
         stop.wait(0.2)
-    worker.stop()
+    # Measured before the stop: stopping closes the consumers, whose revocation drops the state.
+    # The benchmark stops the worker only after the run, when the stages are idle.
     _state(worker, os.environ.get("BENCH_STATE_FILE"))
+    worker.stop()
     if worker.errors:
         print(f"engine worker error: {worker.errors[0]}", file=sys.stderr, flush=True)
         return 1
