@@ -4,9 +4,12 @@ Per batch: decode every message itself (single records, Confluent-framed records
 and Avro containers alike; a decode error is a dead letter, never an exception
 that ends the stage), validate and normalise each event, drop duplicates by
 (site, event id), and publish the normalised events keyed by patient pseudonym.
-Dedupe state is per input partition, persisted through a batched changelog. So
-that resends are recognised, producers key raw records by site (or anything
-stable per event): a resend must land on the same raw partition.
+Events are released in event-time order across the raw partitions
+(streams.event_time_merge), so a backlog read unevenly does not reach the
+per-patient partitions out of order. Dedupe state is per input partition, persisted
+through a batched changelog. So that resends are recognised, producers key raw
+records by site (or anything stable per event): a resend must land on the same raw
+partition.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
 from streams import schemas, topics, wire
 from streams.clinical import ClinicalNormaliser
@@ -24,6 +27,7 @@ from streams.codes import CodeMap
 from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
 from streams.dlq import DeadLetterWriter, Rejected, Rejection
 from streams.engine import Engine
+from streams.event_time_merge import EventTimeMerge
 from streams.metrics import EngineMetrics
 from streams.partitioned_state import PartitionedState
 from streams.pseudonym import Pseudonymiser
@@ -60,6 +64,11 @@ class NormaliseStage:
         self._beyond_horizon = m.beyond_dedupe_horizon.labels(STAGE)
         self._watermark = m.watermark.labels(STAGE)
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
+        # Events wait here until no busy raw partition can still deliver older ones.
+        self.merge: EventTimeMerge[tuple[dict[str, Any], dict[str, Any], Message, bool]] = EventTimeMerge()
+        self.busy_partitions: set[int] = set()  # set by the runner before every batch
+        self.max_held = 200_000
+        self._held = m.held_events.labels(STAGE)
 
     # --- partition ownership -------------------------------------------------
     def input_topics(self) -> list[str]:
@@ -70,29 +79,27 @@ class NormaliseStage:
 
     def revoke(self, partitions: list[int]) -> None:
         self.stores.revoke(partitions)
+        self.merge.forget(partitions)
 
     # --- the batch -----------------------------------------------------------
     def process(self, messages: list[Message], producer: Producer) -> int:
         ingest = now_us()
         events = 0
-        produce = producer.produce
-        out_topic, encode = self.out_topic, self.encoder.encode
         normalise = self.normaliser.normalise
-        m = self.metrics
-        accepted: list[tuple[int, bytes, bytes]] = []
+        merge = self.merge
         for msg in messages:
             value = msg.value()
-            partition = msg.partition() or 0
+            partition, offset = msg.partition() or 0, msg.offset() or 0
+            merge.read(partition, offset)
             try:
-                records = self.decoder.decode(value) if value is not None else []
                 if value is None:
                     raise wire.DecodeError("undecodable", "message has no value")
+                records = self.decoder.decode(value)
             except wire.DecodeError as exc:
                 events += 1
                 self.dead_letters.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
                 continue
-            single = len(records) == 1 and value is not None and value[:4] != wire.CONTAINER_MAGIC
-            store = self.stores.get(partition)
+            single = len(records) == 1 and value[:4] != wire.CONTAINER_MAGIC
             events += len(records)
             for record in records:
                 try:
@@ -101,30 +108,46 @@ class NormaliseStage:
                     original = value if single else self._reencoder.encode(record)
                     self.dead_letters.send(producer, msg, exc.rejection, original, record.get("site_id"))
                     continue
-                site = out["site_id"]
-                if store.is_beyond_horizon(out["event_time"]):
-                    self._beyond_horizon.inc()
-                verdict = store.check(site, out["event_id"], out["event_time"], content_digest(record))
-                if verdict is NEW:
-                    accepted.append((out["event_time"], out["patient_pseudonym"].encode(), encode(out)))
-                    self._count_accepted(out, ingest)
-                elif verdict is DUPLICATE:
-                    m.duplicates.labels(STAGE, m.site_label(site)).inc()
-                else:
-                    assert verdict is CONFLICT
-                    original = value if single else self._reencoder.encode(record)
-                    self.dead_letters.send(producer, msg, Rejection(
-                        "duplicate_conflict", "event id already accepted with different content; "
-                        "a correction needs a new event id"), original, site)
-        # A batch interleaves raw partitions that may be hours of event time apart (a replay,
-        # a backlog): publishing it in event-time order keeps that skew out of the
-        # downstream watermarks, which would otherwise count such events as late.
-        accepted.sort(key=lambda item: item[0])
-        for _time, key, value in accepted:
-            produce(out_topic, value=value, key=key)
-        producer.poll(0)
+                merge.hold(partition, offset, out["event_time"], (out, record, msg, single))
+        self._emit(producer, merge.release(self.busy_partitions), ingest)
         self._events_in.inc(events)
         return events
+
+    def _emit(self, producer: Producer, released: list[tuple[dict[str, Any], dict[str, Any], Message, bool]],
+              ingest: int) -> int:
+        """Deduplicate and publish released events (already in event-time order)."""
+        produce, out_topic, encode = producer.produce, self.out_topic, self.encoder.encode
+        m = self.metrics
+        sent = 0
+        for out, record, msg, single in released:
+            store = self.stores.get(msg.partition() or 0)
+            site = out["site_id"]
+            if store.is_beyond_horizon(out["event_time"]):
+                self._beyond_horizon.inc()
+            verdict = store.check(site, out["event_id"], out["event_time"], content_digest(record))
+            if verdict is NEW:
+                produce(out_topic, value=encode(out), key=out["patient_pseudonym"].encode())
+                self._count_accepted(out, ingest)
+                sent += 1
+            elif verdict is DUPLICATE:
+                m.duplicates.labels(STAGE, m.site_label(site)).inc()
+            else:
+                assert verdict is CONFLICT
+                original = msg.value() if single else self._reencoder.encode(record)
+                self.dead_letters.send(producer, msg, Rejection(
+                    "duplicate_conflict", "event id already accepted with different content; "
+                    "a correction needs a new event id"), original, site)
+        producer.poll(0)
+        self._held.set(len(self.merge))
+        return sent
+
+    def commit_offsets(self) -> list[TopicPartition]:
+        """Input offsets safe to commit: behind every event still held for ordering."""
+        return [TopicPartition(self.raw_topic, p, offset) for p, offset in self.merge.commit_offsets().items()]
+
+    def partitions_ahead(self) -> set[int]:
+        """Partitions worth pausing: many events are held and these run ahead in event time."""
+        return self.merge.ahead(self.busy_partitions) if len(self.merge) > self.max_held else set()
 
     def _count_accepted(self, out: dict[str, Any], ingest: int) -> None:
         # Per-event metric updates go through cached label children: labels() costs
@@ -144,7 +167,7 @@ class NormaliseStage:
             m.unmapped_codes.labels(m.site_label(out["site_id"]), out["code_system"] or "unknown").inc()
 
     def tick(self, producer: Producer) -> int:
-        return 0
+        return self._emit(producer, self.merge.release(self.busy_partitions), now_us())
 
     def checkpoint(self, producer: Producer) -> bool:
         for _partition, store in self.stores:

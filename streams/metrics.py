@@ -53,6 +53,8 @@ class EngineMetrics:
                                   ["stage", "kind"], registry=r)
         self.restored_records = Counter(f"{p}_changelog_restored_records",
                                         "Changelog records replayed into state.", ["stage"], registry=r)
+        self.held_events = Gauge(f"{p}_held_events", "Events held back to be published in event-time order.",
+                                 ["stage"], registry=r)
         self.late_events = Counter(f"{p}_late_events", "Events older than the watermark (beyond the allowed "
                                    "lateness): counted, not applied.", ["stage"], registry=r)
         self.observations = Counter(f"{p}_observations", "Outcome observations published, by status.",

@@ -90,6 +90,8 @@ class StageRunner:
         self.on_batch = on_batch
         self._stop = threading.Event()
         self.assigned = threading.Event()
+        self._paused: set[int] = set()
+        self._start_offsets: dict[int, int] = {}
         self.producer = Producer(producer_config(settings, **{"client.id": f"rwe-{stage.name}"}))
         self.consumer = Consumer(consumer_config(settings, f"{settings.group_id}.{stage.name}",
                                                  **{"client.id": f"rwe-{stage.name}"}))
@@ -106,6 +108,11 @@ class StageRunner:
         ids = [tp.partition for tp in partitions]
         self.metrics.rebalances.labels(self.stage.name, "assign").inc()
         log.info("%s: assigned partitions %s", self.stage.name, ids)
+        try:  # where reading starts: what the busy-partition check compares with until a first read
+            committed = consumer.committed(partitions, timeout=10)
+            self._start_offsets.update({tp.partition: tp.offset for tp in committed if tp.offset >= 0})
+        except KafkaException as exc:
+            log.warning("%s: committed offsets unavailable: %s", self.stage.name, exc)
         self.stage.assign(ids)
         self.assigned.set()
 
@@ -114,6 +121,9 @@ class StageRunner:
         self.metrics.rebalances.labels(self.stage.name, "revoke").inc()
         log.info("%s: revoked partitions %s", self.stage.name, ids)
         self.stage.revoke(ids)
+        for p in ids:
+            self._start_offsets.pop(p, None)
+            self._paused.discard(p)
 
     def run(self) -> None:
         stage, settings = self.stage, self.settings
@@ -121,22 +131,28 @@ class StageRunner:
         batch_seconds = self.metrics.batch_seconds.labels(stage.name)
         batch_events = self.metrics.batch_size.labels(stage.name)
         messages_in = self.metrics.messages_in.labels(stage.name)
+        ordering = hasattr(stage, "busy_partitions")
         try:
             while not self._stop.is_set():
                 messages = self.consumer.consume(settings.batch_size, settings.batch_wait)
                 good = [m for m in messages if _usable(m)]
+                if ordering:
+                    stage.busy_partitions = self._busy_partitions()  # type: ignore[attr-defined]
                 if not good:
                     if stage.tick(self.producer):
                         _flush(self.producer)
                         if stage.checkpoint(self.producer):
                             _flush(self.producer)
+                        self._commit()
                     continue
                 started = time.perf_counter()
                 n = stage.process(good, self.producer)
                 _flush(self.producer)
                 if stage.checkpoint(self.producer):
                     _flush(self.producer)
-                self.consumer.commit(asynchronous=True)
+                self._commit()
+                if ordering:
+                    self._pace(stage.partitions_ahead())  # type: ignore[attr-defined]
                 if stage.tick(self.producer):
                     _flush(self.producer)
                 batch_seconds.observe(time.perf_counter() - started)
@@ -147,6 +163,46 @@ class StageRunner:
                     self.on_batch(n)
         finally:
             self._close()
+
+    def _commit(self) -> None:
+        offsets = getattr(self.stage, "commit_offsets", None)
+        if offsets is None:
+            self.consumer.commit(asynchronous=True)
+            return
+        positions = offsets()
+        if positions:
+            self.consumer.commit(offsets=positions, asynchronous=True)
+
+    def _busy_partitions(self) -> set[int]:
+        """Assigned partitions known to have records still to read (a backlog)."""
+        assignment = self.consumer.assignment()
+        if not assignment:
+            return set()
+        busy = set()
+        for tp in self.consumer.position(assignment):
+            low, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            if high < 0:  # no fetch answered yet: ask the broker once
+                try:
+                    low, high = self.consumer.get_watermark_offsets(tp, timeout=2)
+                except KafkaException:
+                    continue
+            offset = tp.offset if tp.offset >= 0 else self._start_offsets.get(tp.partition, low)
+            # Tansu reports the start of the last record batch + 1 as the high watermark:
+            # a position at or past high - 1 may be the true end.
+            if max(offset, low) < high - 1:
+                busy.add(tp.partition)
+        return busy
+
+    def _pace(self, ahead: set[int]) -> None:
+        """Pause partitions far ahead in event time; resume the rest."""
+        assignment = self.consumer.assignment()
+        pause = [tp for tp in assignment if tp.partition in ahead]
+        resume = [tp for tp in assignment if tp.partition not in ahead and tp.partition in self._paused]
+        if pause:
+            self.consumer.pause(pause)
+        if resume:
+            self.consumer.resume(resume)
+        self._paused = {tp.partition for tp in pause} | (self._paused - {tp.partition for tp in resume})
 
     def _close(self) -> None:
         try:

@@ -216,3 +216,33 @@ def test_late_event_beyond_the_lateness_is_counted_not_applied(broker_settings: 
         wait_for(lambda: events_in(engine, "ascertain") >= 4, timeout=60, what="ascertain")
         late = engine.metrics.registry.get_sample_value("rwe_late_events_total", {"stage": "ascertain"})
         assert late == 1
+
+
+def test_a_backlog_read_unevenly_loses_nothing_to_lateness(broker_settings: Callable[..., Settings],
+                                                            feed: tuple[list[Any], Path]) -> None:
+    """A backfill: the whole feed waits on the raw topic before the worker starts, as
+    containers of one site each (weeks of event time per message), spread over the raw
+    partitions. Read unevenly, it must still reach ascertain in event-time order."""
+    events, path = feed
+    settings = broker_settings(allowed_lateness=2 * 86400.0)  # the feed's own lateness is up to 30 h
+    create_topics(settings)
+    producer = Producer(producer_config(settings))
+    by_site: dict[str, list[dict[str, Any]]] = {}
+    for e in events:
+        by_site.setdefault(e["site_id"], []).append(e)
+    for site, site_events in by_site.items():
+        for i in range(0, len(site_events), 150):
+            producer.produce(settings.topic(topics.RAW), key=site.encode(),
+                             value=encode_container(schemas.CLINICAL_EVENT, site_events[i:i + 150]))
+    assert producer.flush(30) == 0
+    with worker(settings) as engine:
+        wait_for(lambda: events_in(engine, "normalise") >= len(events), timeout=120, what="normalise")
+        settle(settings, topics.NORMALISED)
+        normalised = len(read_topic(settings, settings.topic(topics.NORMALISED)))
+        wait_for(lambda: events_in(engine, "ascertain") >= normalised, timeout=120, what="ascertain")
+        settle(settings, topics.OBSERVATIONS)
+        late = engine.metrics.registry.get_sample_value("rwe_late_events_total", {"stage": "ascertain"})
+    assert late == 0
+    batch = evaluate(path, settings)
+    expected = {k: v for k, v in batch.observations.items() if v["exclusion"] != "superseded"}
+    assert comparable(latest_observations(settings)) == comparable(expected)
