@@ -39,47 +39,27 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+import faust
+import naive_common  # noqa: F401 - first: the import path and the fetch-wait patch
+from naive_common import PARTITIONS, PREFIX, STARTED_FILE
 
-import aiokafka  # noqa: E402
-import faust  # noqa: E402
+from streams import disclosure, rolling, schemas, topics, wire
+from streams.ascertainment import ascertain
+from streams.clinical import ClinicalNormaliser
+from streams.clock import now_us
+from streams.codes import CodeMap
+from streams.dedupe import content_digest
+from streams.definitions import load_catalogue
+from streams.dlq import Rejected, Rejection, dead_letter
+from streams.outcomes import observation_record, signature
+from streams.pseudonym import Pseudonymiser
+from streams.sites import load_sites
+from streams.timeline import Fact, PatientTimeline, fact_from_event
 
-from streams import disclosure, rolling, schemas, topics, wire  # noqa: E402
-from streams.ascertainment import ascertain  # noqa: E402
-from streams.clinical import ClinicalNormaliser  # noqa: E402
-from streams.clock import now_us  # noqa: E402
-from streams.codes import CodeMap  # noqa: E402
-from streams.dedupe import content_digest  # noqa: E402
-from streams.definitions import load_catalogue  # noqa: E402
-from streams.dlq import Rejected, Rejection, dead_letter  # noqa: E402
-from streams.outcomes import observation_record, signature  # noqa: E402
-from streams.pseudonym import Pseudonymiser  # noqa: E402
-from streams.sites import load_sites  # noqa: E402
-from streams.timeline import Fact, PatientTimeline, fact_from_event  # noqa: E402
-
-FETCH_WAIT_MS = int(os.environ.get("BENCH_FETCH_WAIT_MS", "10"))
-_Original = aiokafka.AIOKafkaConsumer
-
-
-class _LowWaitConsumer(_Original):  # type: ignore[misc, valid-type]
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if "fetch_max_wait_ms" in kwargs:
-            kwargs["fetch_max_wait_ms"] = FETCH_WAIT_MS
-        super().__init__(*args, **kwargs)
-
-
-aiokafka.AIOKafkaConsumer = _LowWaitConsumer  # see the module doc
-
-PREFIX = os.environ.get("BENCH_TOPIC_PREFIX", "rwe.")
-PARTITIONS = int(os.environ.get("BENCH_PARTITIONS", "2"))
-STARTED_FILE = os.environ.get("BENCH_STARTED_FILE")
 PROGRESS_FILE = os.environ.get("BENCH_PROGRESS_FILE")
 EXPECT = int(os.environ.get("BENCH_EXPECT", "0"))
 LATENESS_US = int(float(os.environ.get("BENCH_LATENESS_S", str(2 * 86400))) * 1_000_000)
