@@ -123,10 +123,13 @@ class Hospitalisation:
 class PatientTimeline:
     """Facts of one patient, sorted, plus what the engine has published about them."""
 
-    __slots__ = ("birth_year", "facts", "male", "published")
+    __slots__ = ("_derived", "birth_year", "facts", "male", "published")
 
     def __init__(self) -> None:
         self.facts: list[Fact] = []
+        # stays and hospitalisations derived from the facts, until the facts change:
+        # every indicator of an evaluation asks for them.
+        self._derived: tuple[list[Stay], list[Hospitalisation]] | None = None
         self.birth_year: int | None = None
         self.male: bool | None = None
         # observation id -> digest of the last record published for it
@@ -145,6 +148,7 @@ class PatientTimeline:
             if same is not None:
                 fact = fact._replace(ref=same)
         facts.insert(i, fact)
+        self._derived = None
         return True
 
     def note_demographics(self, birth_year: int | None, sex: str | None) -> bool:
@@ -160,8 +164,22 @@ class PatientTimeline:
         i = bisect.bisect_left(self.facts, (cutoff,))
         if i:
             del self.facts[:i]
+            self._derived = None
 
     def stays(self) -> list[Stay]:
+        """Stays (by encounter) with an admission, in admission order; callers must not mutate them."""
+        if self._derived is None:
+            stays = self._build_stays()
+            self._derived = (stays, self._join(stays))
+        return self._derived[0]
+
+    def hospitalisations(self) -> list[Hospitalisation]:
+        """Stays joined when a transfer-out is followed by an admission within 24 h (any site)."""
+        self.stays()
+        assert self._derived is not None
+        return self._derived[1]
+
+    def _build_stays(self) -> list[Stay]:
         stays: dict[str, Stay] = {}
         for f in self.facts:
             if f.ref is None or f.kind not in ("ADMISSION", "DISCHARGE", "DIAGNOSIS", "PROCEDURE"):
@@ -177,10 +195,10 @@ class PatientTimeline:
             stay.concepts |= f.concepts
         return sorted((s for s in stays.values() if s.admitted is not None), key=lambda s: (s.admitted, s.ref))
 
-    def hospitalisations(self) -> list[Hospitalisation]:
-        """Stays joined when a transfer-out is followed by an admission within 24 h (any site)."""
+    @staticmethod
+    def _join(stays: list[Stay]) -> list[Hospitalisation]:
         result: list[Hospitalisation] = []
-        for stay in self.stays():
+        for stay in stays:
             prev = result[-1] if result else None
             if (prev is not None and prev.last.disposition == "TRANSFER" and prev.last.discharged is not None
                     and stay.admitted is not None
