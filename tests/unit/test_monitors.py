@@ -1,0 +1,70 @@
+"""Sequential monitors: hand-checked values and simulated behaviour."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from streams.monitors import Ewma, RiskAdjustedCusum, Vlad, calibrate_limit, cusum_weight, funnel_limits, run_lengths
+
+
+def test_cusum_weights_by_hand() -> None:
+    # y=1, p=0.1, R_A=2: ln 2 - ln(1.1)
+    assert cusum_weight(1, 0.1, 2.0) == pytest.approx(math.log(2) - math.log(1.1))
+    assert cusum_weight(0, 0.1, 2.0) == pytest.approx(-math.log(1.1))
+    # the improvement chart accumulates on survivals
+    assert cusum_weight(0, 0.2, 0.5) == pytest.approx(-math.log(0.9)) and cusum_weight(0, 0.2, 0.5) > 0
+
+
+def test_cusum_never_goes_below_zero_and_signals_at_the_limit() -> None:
+    chart = RiskAdjustedCusum(odds_ratio=2.0, limit=1.0)
+    for _ in range(20):
+        chart.update(0, 0.1)
+    assert chart.statistic == 0.0 and not chart.signalled
+    chart.update(1, 0.1)
+    chart.update(1, 0.1)
+    assert chart.statistic == pytest.approx(2 * cusum_weight(1, 0.1, 2.0)) and chart.signalled
+    chart.reset()
+    assert chart.statistic == 0.0
+    with pytest.raises(ValueError, match="expected risk"):
+        chart.update(1, 1.0)
+
+
+def test_vlad_is_expected_minus_observed() -> None:
+    vlad = Vlad()
+    for y, p in [(0, 0.1), (1, 0.2), (0, 0.3)]:
+        vlad.update(y, p)
+    assert vlad.value == pytest.approx(0.6 - 1)
+
+
+def test_ewma_limits_by_hand() -> None:
+    chart = Ewma(target=0.0, sigma=1.0, weight=0.1, width=3.0)
+    z, low, high = chart.update(1.0)
+    # t = 1: 3 sqrt(0.1 / 1.9 (1 - 0.81)) = 3 x 0.1
+    assert (z, low, high) == (pytest.approx(0.1), pytest.approx(-0.3), pytest.approx(0.3))
+    for _ in range(200):
+        chart.update(0.0)
+    assert chart.update(0.0)[2] == pytest.approx(3 * math.sqrt(0.1 / 1.9), rel=1e-6)  # steady state
+    chart = Ewma(target=10.0, sigma=2.0)
+    for _ in range(30):
+        chart.update(13.0)
+    assert chart.signalled
+
+
+def test_funnel_limits_narrow_with_volume() -> None:
+    wide, narrow = funnel_limits(0.1, 20), funnel_limits(0.1, 2000)
+    assert wide[0] == 0.0 and wide[1] > narrow[1] > 0.1 > narrow[0]
+    assert narrow[1] == pytest.approx(0.1 + 1.959963984540054 * math.sqrt(0.09 / 2000))
+    assert funnel_limits(0.1, 2000, overdispersion=4.0)[1] - 0.1 == pytest.approx(2 * (narrow[1] - 0.1))
+
+
+def test_calibrated_limit_gives_the_target_in_control_arl_and_detects_a_doubling() -> None:
+    risks = np.random.default_rng(3).beta(2, 18, size=500)  # expected risks around 10 %
+    limit = calibrate_limit(risks, 2.0, arl0=500, seed=5)
+    in_control = run_lengths(risks, 2.0, limit, chains=800, max_steps=5000, rng=np.random.default_rng(9))
+    assert in_control.mean() == pytest.approx(500, rel=0.2)
+    shifted = run_lengths(risks, 2.0, limit, chains=800, max_steps=5000, rng=np.random.default_rng(10),
+                          true_odds_ratio=2.0)
+    assert shifted.mean() < in_control.mean() / 4  # a doubling of the odds is found far sooner
