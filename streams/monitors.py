@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from statistics import NormalDist, mean, stdev
 
 import numpy as np
 
@@ -140,3 +141,51 @@ def calibrate_limit(risks: np.ndarray, odds_ratio: float, arl0: float, seed: int
         else:
             high = mid
     return (low + high) / 2
+
+
+@dataclass(frozen=True)
+class EarsResult:
+    """EARS upper bounds and alarms for time points ``start`` .. the end (0-based)."""
+
+    start: int
+    upperbound: list[float]
+    alarm: list[bool]
+
+
+def ears(counts: list[float], method: str = "C1", baseline: int = 7, alpha: float | None = None,
+         min_sigma: float = 0.0) -> EarsResult:
+    """CDC EARS C1/C2/C3 on a count series, as R's ``surveillance::earsC`` computes them.
+
+    C1: the previous ``baseline`` counts give mean and SD; C2: the same, lagged by 2;
+    C3: alarms when the C2 excesses (z - 1, floored at 0) of the two previous time points
+    add up past z_alpha. alpha defaults to 0.001 (C1, C2) and 0.025 (C3).
+    """
+    if baseline < 3:
+        raise ValueError("EARS needs a baseline of at least 3")
+    if method not in ("C1", "C2", "C3"):
+        raise ValueError(f"method must be C1, C2 or C3, not {method!r}")
+    z_alpha = NormalDist().inv_cdf(1 - (alpha if alpha is not None else (0.025 if method == "C3" else 0.001)))
+    lag = 0 if method == "C1" else 2
+
+    def reference(t: int) -> list[float]:
+        return counts[t - lag - baseline:t - lag]
+
+    def sigma(values: list[float]) -> float:
+        return max(stdev(values), min_sigma)
+
+    first = baseline + {"C1": 0, "C2": 2, "C3": 4}[method]
+    bounds: list[float] = []
+    alarms: list[bool] = []
+    for t in range(first, len(counts)):
+        if method == "C3":
+            excess = 0.0
+            for u in (t - 2, t - 1):
+                ref = reference(u)
+                excess += max(0.0, (counts[u] - mean(ref)) / sigma(ref) - 1.0)
+            bound = max(0.0, counts[t] + sigma(reference(t)) * (z_alpha - excess))
+        else:
+            ref = reference(t)
+            bound = mean(ref) + z_alpha * sigma(ref)
+        bounds.append(bound)
+        alarms.append(counts[t] > bound)
+    return EarsResult(first, bounds, alarms)

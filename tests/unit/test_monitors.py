@@ -68,3 +68,31 @@ def test_calibrated_limit_gives_the_target_in_control_arl_and_detects_a_doubling
     shifted = run_lengths(risks, 2.0, limit, chains=800, max_steps=5000, rng=np.random.default_rng(10),
                           true_odds_ratio=2.0)
     assert shifted.mean() < in_control.mean() / 4  # a doubling of the odds is found far sooner
+
+
+# Computed once with R's surveillance 1.20.3: Rscript tests/reference/ears.R
+EARS_COUNTS = [3, 5, 4, 6, 2, 5, 4, 3, 6, 5, 4, 12, 5, 4, 3, 15, 14, 4, 5, 6, 5, 4, 20, 3]
+EARS_R = {
+    "C1": ([8.2997925802, 8.2997925802, 8.9087836546, 9.1005635289, 8.2997925802, 14.8175673093, 14.8175673093,
+            14.8175673093, 14.8175673093, 21.2887341191, 24.4391156272, 24.4391156272, 22.8421873571,
+            22.8102784223, 22.6574024973, 22.3763122739, 27.5606309638],
+           [0, 0, 0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+    "C2": ([8.2997925802, 8.2997925802, 8.9087836546, 9.1005635289, 8.2997925802, 14.8175673093, 14.8175673093,
+            14.8175673093, 14.8175673093, 21.2887341191, 24.4391156272, 24.4391156272, 22.8421873571,
+            22.8102784223, 22.6574024973],
+           [0, 0, 1, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0]),
+    "C3": ([14.9321580268, 1.6791242694, 1.0452291633, 8.8643160535, 20.8643160535, 13.4277975911, 0.0,
+            5.6677165629, 16.3358183294, 15.3358183294, 13.9572196368, 29.8463751487, 5.1147751088],
+           [0, 1, 1, 0, 0, 1, 1, 0, 0, 0, 0, 0, 0]),
+}
+
+
+@pytest.mark.parametrize("method", ["C1", "C2", "C3"])
+def test_ears_matches_surveillance_earsC(method: str) -> None:
+    from streams.monitors import ears
+
+    result = ears(EARS_COUNTS, method)
+    bounds, alarms = EARS_R[method]
+    assert result.upperbound == pytest.approx(bounds, abs=1e-9)
+    assert [int(a) for a in result.alarm] == alarms
+    assert len(EARS_COUNTS) - result.start == len(bounds)
