@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
@@ -56,6 +57,8 @@ class AscertainStage:
         self._late = m.late_events.labels(STAGE)
         self._duplicates = m.duplicates.labels(STAGE, "all")
         self._watermark = m.watermark.labels(STAGE)
+        self._partition_of: dict[str, int] = {}
+        self._observed: dict[tuple[str, str], Any] = {}
 
     def input_topics(self) -> list[str]:
         return [self.in_topic]
@@ -99,10 +102,17 @@ class AscertainStage:
     def _publish(self, producer: Producer, observations: list[Observation]) -> None:
         for obs in observations:
             record = observation_record(obs, self.catalogue, self.sites)
+            partition = self._partition_of.get(obs.indicator)
+            if partition is None:
+                partition = self._partition_of[obs.indicator] = partition_for(obs.indicator.encode(),
+                                                                              self.output_partitions)
             producer.produce(self.out_topic, value=self.encoder.encode(record),
-                             key=f"{obs.indicator}|{obs.site}".encode(),
-                             partition=partition_for(obs.indicator.encode(), self.output_partitions))
-            self.metrics.observations.labels(obs.indicator, obs.status).inc()
+                             key=f"{obs.indicator}|{obs.site}".encode(), partition=partition)
+            counter = self._observed.get((obs.indicator, obs.status))
+            if counter is None:
+                counter = self._observed[(obs.indicator, obs.status)] = self.metrics.observations.labels(
+                    obs.indicator, obs.status)
+            counter.inc()
         self._events_out.inc(len(observations))
         producer.poll(0)
 

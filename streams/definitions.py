@@ -10,6 +10,7 @@ observation and snapshot.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import tomllib
 from collections.abc import Iterable, Mapping
@@ -62,7 +63,7 @@ class EventSelector:
     labs_within_days: float = 7.0
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Indicator:
     id: str
     area: str
@@ -84,6 +85,37 @@ class Indicator:
     @property
     def horizon_us(self) -> int:
         return int(self.horizon_days * DAY_US)
+
+    @functools.cached_property
+    def triggers(self) -> tuple[frozenset[str], frozenset[str]]:
+        """(event types, concepts) of facts that can change this indicator's observations.
+
+        Covariates are left out on purpose: they are taken when an observation is first
+        computed and do not make a published observation change.
+        """
+        kinds: set[str] = set()
+        concepts: set[str] = set()
+        for sel in (self.index, self.outcome):
+            if sel is None:
+                continue
+            concepts |= sel.concepts | sel.stay_concepts | {lab for lab, _op, _v in sel.labs_all}
+            if sel.stay_concepts or sel.admission_types or sel.dispositions or sel is self.outcome:
+                kinds |= {sel.event} if sel.event else set()
+            if sel.stay_concepts:
+                kinds |= {"ADMISSION", "DISCHARGE"}
+        if self.shape == "death":
+            kinds |= {"DEATH", "DISCHARGE"}
+        if self.shape in ("readmission", "length_of_stay"):
+            kinds |= {"ADMISSION", "DISCHARGE"}
+        if "lab" in self.params:
+            concepts.add(self.params["lab"])
+        if self.shape == "value_at":
+            kinds.add("PROM_RESPONSE")
+        return frozenset(kinds), frozenset(concepts)
+
+    def triggered_by(self, fact_kind: str, fact_concepts: frozenset[str]) -> bool:
+        kinds, concepts = self.triggers
+        return fact_kind in kinds or bool(fact_concepts & concepts)
 
     def describe(self) -> dict[str, Any]:
         """Everything the definition states, for ``rwe catalogue show``."""

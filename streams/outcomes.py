@@ -52,10 +52,24 @@ def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, 
     }
 
 
+_STABLE_IDS: dict[str | None, int] = {}
+
+
+def _stable_id(text: str | None) -> int:
+    """A process-independent number for a string (Python's own str hash is salted per process)."""
+    found = _STABLE_IDS.get(text)
+    if found is None:
+        found = 0 if text is None else int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest()) >> 2
+        if len(_STABLE_IDS) < 100_000:
+            _STABLE_IDS[text] = found
+    return found
+
+
 def signature(obs: Observation) -> int:
-    """Stable digest (across processes) of what a record of ``obs`` says."""
-    text = f"{obs.status}|{obs.outcome}|{obs.value!r}|{obs.exclusion}|{obs.closed_time}|{obs.site}"
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), signed=True)
+    """Digest of what a record of ``obs`` says, the same in every process: hashes of ints,
+    floats and None are not salted, and strings go through :func:`_stable_id`."""
+    return hash((_stable_id(obs.status), obs.outcome, obs.value, _stable_id(obs.exclusion), obs.closed_time,
+                 _stable_id(obs.site)))
 
 
 class OutcomeTracker:
@@ -80,6 +94,7 @@ class OutcomeTracker:
         self._evicted: set[str] = set()
         self._indicators = tuple(catalogue.indicators.values())
         self.pending_restore = False
+        self._everyone = False  # next collect evaluates every indicator of every dirty patient
 
     @property
     def watermark(self) -> int:
@@ -115,28 +130,51 @@ class OutcomeTracker:
         """Observations whose published state changes, after the events added so far."""
         watermark = self.watermark
         today = watermark // DAY_US
+        woken: set[str] = set()
         for day in [d for d in self._wake if d <= today]:
-            self._dirty |= self._wake.pop(day)
+            woken |= self._wake.pop(day)
+        if self._everyone:
+            woken |= self._dirty
+            self._everyone = False
         changed: list[Observation] = []
-        for pseudonym in self._dirty:
+        for pseudonym in self._dirty | woken:
             tl = self.patients.get(pseudonym)
             if tl is not None:
-                changed.extend(self._evaluate(pseudonym, tl, watermark))
+                changed.extend(self._evaluate(pseudonym, tl, watermark, pseudonym in woken))
         self._dirty.clear()
         self._woken_through = max(self._woken_through, today)
         return changed
 
-    def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int) -> list[Observation]:
+    def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int, woken: bool) -> list[Observation]:
         cutoff = watermark - self.retention_us
         published = self.published.setdefault(pseudonym, {})
         current: dict[str, Observation] = {}
         next_wake: int | None = None
+        evaluated: set[str] = set()
+        settled, new = tl.settled, tl.new
+        tl.new = None
+        everything = woken or new is None
+        earliest = min(f.time for f in new) if new else None
         for ind in self._relevant_indicators(tl):
-            for obs in ascertain(ind, tl, watermark):
+            if settled is not None and ind.id in settled and (earliest is None or earliest > settled[ind.id]):
+                continue  # final, and nothing new dated before its index event: it cannot change
+            if not everything and not any(ind.triggered_by(f.kind, f.concepts) for f in new or ()):
+                continue  # the new facts cannot change it (a wake-up looks again when due)
+            evaluated.add(ind.id)
+            observations = ascertain(ind, tl, watermark)
+            final = ind.index_rule == "first" and bool(observations)
+            for obs in observations:
                 current[obs.observation_id] = obs
                 if obs.status == OPEN:
+                    final = False
                     deadline = next_deadline(obs, ind)
                     next_wake = deadline if next_wake is None else min(next_wake, deadline)
+            if final:
+                if tl.settled is None:
+                    tl.settled = {}
+                tl.settled[ind.id] = min(o.index_time for o in observations)
+            elif tl.settled is not None:
+                tl.settled.pop(ind.id, None)
         for deadline in transfer_deadlines(tl):
             if deadline > watermark:
                 next_wake = deadline if next_wake is None else min(next_wake, deadline)
@@ -150,7 +188,7 @@ class OutcomeTracker:
                 self._new_published.setdefault(pseudonym, {})[obs_id] = record
                 out.append(obs)
         for obs_id, before in list(published.items()):
-            if obs_id in current:
+            if obs_id in current or obs_id.split(":", 1)[0] not in evaluated:
                 continue
             retraction = Observation(obs_id, obs_id.split(":")[0], before.site, before.index_time,
                                      before.horizon_end, EXCLUDED, exclusion="superseded")
@@ -195,6 +233,7 @@ class OutcomeTracker:
     def flush_all(self) -> list[Observation]:
         """Evaluate every patient now (after a restore, or at the end of a batch run)."""
         self.pending_restore = False
+        self._everyone = True
         self._dirty |= set(self.patients)
         return self.collect()
 

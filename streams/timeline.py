@@ -123,13 +123,18 @@ class Hospitalisation:
 class PatientTimeline:
     """Facts of one patient, sorted, plus what the engine has published about them."""
 
-    __slots__ = ("_derived", "birth_year", "facts", "male", "published")
+    __slots__ = ("_derived", "birth_year", "facts", "male", "new", "published", "settled")
 
     def __init__(self) -> None:
         self.facts: list[Fact] = []
         # stays and hospitalisations derived from the facts, until the facts change:
         # every indicator of an evaluation asks for them.
         self._derived: tuple[list[Stay], list[Hospitalisation]] | None = None
+        # facts added since the last evaluation (None: none)
+        self.new: list[Fact] | None = None
+        # indicator -> index time of its final observation, for ``first``-rule indicators:
+        # only a fact dated at or before that index time can change them again
+        self.settled: dict[str, int] | None = None
         self.birth_year: int | None = None
         self.male: bool | None = None
         # observation id -> digest of the last record published for it
@@ -149,6 +154,10 @@ class PatientTimeline:
                 fact = fact._replace(ref=same)
         facts.insert(i, fact)
         self._derived = None
+        if self.new is None:
+            self.new = [fact]
+        else:
+            self.new.append(fact)
         return True
 
     def note_demographics(self, birth_year: int | None, sex: str | None) -> bool:

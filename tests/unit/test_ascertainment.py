@@ -270,3 +270,26 @@ def test_arrival_order_and_redelivery_do_not_matter(catalogue: Catalogue) -> Non
         for f in shuffled:
             tl.add(f)
         assert {i: ascertain(ind, tl, FAR) for i, ind in catalogue.indicators.items()} == expected
+
+
+def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -> None:
+    from streams.outcomes import OutcomeTracker
+
+    def event(event_id: str, kind: str, t: int, **extra: object) -> dict[str, object]:
+        base: dict[str, object] = {
+            "event_id": event_id, "site_id": "NL-AMC", "patient_pseudonym": "p1", "encounter_pseudonym": "s1",
+            "event_type": kind, "event_time": t, "concepts": [], "value": None, "unit": None,
+            "admission_type": None, "disposition": None, "birth_year": 1950, "sex": "MALE", "prom": None}
+        base.update(extra)
+        return base
+
+    tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
+    tracker.add(event("a", "ADMISSION", T0, admission_type="EMERGENCY"))
+    tracker.add(event("d", "DIAGNOSIS", T0 + HOUR, concepts=["heart_failure"]))
+    opened = {o.indicator: o.status for o in tracker.collect()}
+    assert opened["hf_mortality_30d"] == OPEN
+    tracker.add(event("lab", "LAB_RESULT", T0 + 2 * HOUR, concepts=["nt_probnp"], value=900.0))
+    assert tracker.collect() == []  # a covariate-only fact changes no published observation
+    tracker.add(event("x", "DEATH", T0 + 3 * DAY_US, encounter_pseudonym=None))
+    final = {o.indicator: o for o in tracker.collect()}
+    assert (final["hf_mortality_30d"].status, final["hf_mortality_30d"].outcome) == (FINAL, 1)
