@@ -146,15 +146,11 @@ class AggregateStage:
         catalogue = self.catalogue
         for msg in messages:
             value = msg.value()
-            try:
-                if value is None:
-                    raise wire.DecodeError("undecodable", "message has no value")
-                records = self.decoder.decode(value)
-            except wire.DecodeError as exc:
+            records = self.dead_letters.decode(producer, msg, self.decoder)
+            if records is None:
                 events += 1
-                self.dead_letters.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
                 continue
-            single = len(records) == 1 and value[:4] != wire.CONTAINER_MAGIC
+            single = len(records) == 1 and value is not None and value[:4] != wire.CONTAINER_MAGIC
             state = self.states.get(msg.partition() or 0)
             events += len(records)
             for record in records:

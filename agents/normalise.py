@@ -91,15 +91,11 @@ class NormaliseStage:
             value = msg.value()
             partition, offset = msg.partition() or 0, msg.offset() or 0
             merge.read(partition, offset)
-            try:
-                if value is None:
-                    raise wire.DecodeError("undecodable", "message has no value")
-                records = self.decoder.decode(value)
-            except wire.DecodeError as exc:
+            records = self.dead_letters.decode(producer, msg, self.decoder)
+            if records is None:
                 events += 1
-                self.dead_letters.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
                 continue
-            single = len(records) == 1 and value[:4] != wire.CONTAINER_MAGIC
+            single = len(records) == 1 and value is not None and value[:4] != wire.CONTAINER_MAGIC
             events += len(records)
             for record in records:
                 try:

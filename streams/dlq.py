@@ -10,6 +10,7 @@ from streams import schemas
 from streams.clock import now_us
 from streams.errors import ConfigError
 from streams.settings import Settings
+from streams.wire import DecodeError
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +54,18 @@ class DeadLetterWriter:
         self.topic = topic
         self.encoder = encoder
         self.metrics = metrics
+
+    def decode(self, producer: Any, msg: Any, decoder: Any) -> list[dict[str, Any]] | None:
+        """The records of ``msg``, or None after sending it to the dead-letter topic."""
+        value = msg.value()
+        try:
+            if value is None:
+                raise DecodeError("undecodable", "message has no value")
+            records: list[dict[str, Any]] = decoder.decode(value)
+        except DecodeError as exc:
+            self.send(producer, msg, Rejection(exc.reason, exc.message), value, None)
+            return None
+        return records
 
     def send(self, producer: Any, msg: Any, rejection: Rejection, original: bytes | None,
              site_id: str | None) -> None:
