@@ -86,11 +86,16 @@ def centred(x: Array, reference: Array) -> Array:
 # --------------------------------------------------------------------------- fitting
 def fit_logistic(x: Array, y: Array, offset: Array | None = None) -> tuple[Array, int]:
     """Maximum-likelihood logistic regression of ``y`` (0/1) on ``x`` (include an intercept
-    column yourself) by Newton-Raphson; returns (coefficients, iterations)."""
+    column yourself) by Newton-Raphson; returns (coefficients, iterations).
+
+    A step that lowers the likelihood is halved until it does not: a full Newton step
+    from far away (a large offset) can overshoot to fitted risks of 0 or 1."""
     beta = np.zeros(x.shape[1])
     off = np.zeros(len(y)) if offset is None else offset
+    eta = x @ beta + off
+    loglik = _loglik(y, eta)
     for iteration in range(1, MAX_ITERATIONS + 1):
-        p = _expit(x @ beta + off)
+        p = _expit(eta)
         w = p * (1.0 - p)
         gradient = x.T @ (y - p)
         hessian = (x * w[:, None]).T @ x
@@ -98,7 +103,13 @@ def fit_logistic(x: Array, y: Array, offset: Array | None = None) -> tuple[Array
             step = np.linalg.solve(hessian, gradient)
         except np.linalg.LinAlgError:
             raise FitError("the information matrix is singular (collinear covariates, or separation)") from None
-        beta = beta + step
+        for _halving in range(40):
+            candidate = x @ (beta + step) + off
+            new_loglik = _loglik(y, candidate)
+            if new_loglik >= loglik - 1e-12 * abs(loglik):
+                break
+            step = step / 2.0
+        beta, eta, loglik = beta + step, candidate, new_loglik
         if not np.all(np.isfinite(beta)):
             break
         if np.max(np.abs(step)) < TOLERANCE:
@@ -106,6 +117,11 @@ def fit_logistic(x: Array, y: Array, offset: Array | None = None) -> tuple[Array
     # Separated data have no finite estimate: the coefficients grow without converging.
     raise FitError(f"no maximum-likelihood estimate after {MAX_ITERATIONS} Newton steps "
                    "(is the outcome separated by a covariate?)")
+
+
+def _loglik(y: Array, eta: Array) -> float:
+    # sum of y eta - log(1 + e^eta), stable for large |eta|
+    return float(np.sum(y * eta - np.logaddexp(0.0, eta)))
 
 
 def fit_linear(x: Array, y: Array) -> Array:

@@ -74,13 +74,16 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
     for ind in indicators:
         rows = final.get(ind.id, [])
         if ind.risk is not None and rows:
-            print(_row(ind.id, "catalogue", calibration.assess(ind.risk, ind, rows)))
+            try:
+                print(_row(ind.id, "catalogue", calibration.assess(ind.risk, ind, rows)))
+            except calibration.FitError as exc:
+                print(f"{ind.id:30} {'catalogue':9} not assessed: {exc}")
         try:
             fitted = calibration.fit(ind, rows)
+            assessment = calibration.assess(fitted.model, ind, rows)
         except calibration.FitError as exc:
             print(f"{ind.id:30} {'fitted':9} not fitted: {exc}")
             continue
-        assessment = calibration.assess(fitted.model, ind, rows)
         print(_row(ind.id, "fitted", assessment))
         snippets.append(calibration.toml_snippet(ind, fitted, assessment, source + period))
     text = "\n".join(snippets)

@@ -175,3 +175,8 @@ def test_newton_uses_the_offset() -> None:
     assert beta[0] == pytest.approx(math.log(1 / 3))
     beta, _ = fit_logistic(np.ones((4, 1)), y, offset=np.full(4, math.log(1 / 3)))
     assert beta[0] == pytest.approx(0.0, abs=1e-12)
+    # Far from the data (every offset says 1 in 3000, a third have the outcome) a full Newton
+    # step overshoots to risks of 0 or 1; step halving still finds the estimate.
+    y = np.array([1.0, 0.0, 0.0] * 100)
+    beta, _ = fit_logistic(np.ones((300, 1)), y, offset=np.full(300, -8.0))
+    assert beta[0] == pytest.approx(8.0 + math.log(0.5), abs=1e-9)
