@@ -29,6 +29,7 @@ from streams.ascertainment import (
     transfer_deadlines,
 )
 from streams.definitions import Catalogue, Indicator
+from streams.risk import expected_for
 from streams.sites import Site
 from streams.timeline import DAY_US, Fact, PatientTimeline, fact_from_event
 
@@ -55,7 +56,8 @@ def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, 
         "catalogue_version": catalogue.version, "site_id": obs.site,
         "region": site.region if site else "unknown", "country": site.country if site else "unknown",
         "status": obs.status, "index_time": obs.index_time, "horizon_end": obs.horizon_end,
-        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value, "expected": None,
+        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value,
+        "expected": expected_for(ind.risk, obs.status, obs.covariates),
         "exclusion": obs.exclusion, "covariates": dict(obs.covariates),
     }
 
