@@ -73,6 +73,8 @@ class Settings:
                                   "(EHDEN: 100); 0 is off.", default=0)
     allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
                                        "e.g. 2d.", default=2 * 86400.0)
+    hot_patients: int = _setting("RWE_HOT_PATIENTS", "Patients per partition the ascertain stage keeps "
+                                 "unpacked between batches (more: less CPU, more memory).", default=1000)
     dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
                                      "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
@@ -109,7 +111,8 @@ class Settings:
         if not re.match(r"^[A-Za-z0-9._-]*$", self.topic_prefix):
             raise ConfigError(f"RWE_TOPIC_PREFIX {self.topic_prefix!r} may hold only letters, digits, . _ -")
         for name, minimum in (("partitions", 1), ("replication_factor", 1), ("batch_size", 1),
-                              ("min_cell_count", 1), ("session_timeout_ms", 1000)):
+                              ("min_cell_count", 1), ("session_timeout_ms", 1000),
+                              ("hot_patients", 0)):
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{_env_of(name)} must be at least {minimum}, not {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
