@@ -90,7 +90,8 @@ class OutcomeCollector(Collector):
 
     def describe(self) -> list[GaugeMetricFamily]:
         """The families this collector can export (names only; no stage is read)."""
-        return [self._info(), *self._indicator_families().values(), *self._monitor_families().values(), self._alerts_family()]
+        return [self._info(), *self._indicator_families().values(), *self._monitor_families().values(),
+                self._alerts_family()]
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
         with self._lock:
