@@ -138,15 +138,17 @@ class StageRunner:
                 pass
 
     def _on_statistics(self, raw: str) -> None:
-        """Consumer lag per assigned partition from librdkafka's statistics JSON. Unknown
-        (no offset committed yet) leaves the gauge as it was. On Tansu the high watermark
-        can trail the log end by one producer batch (shared/product.md), so lag there is a
-        lower bound; on Apache Kafka it is exact."""
+        """Consumer lag per assigned partition from librdkafka's statistics JSON: high
+        watermark minus committed offset, both as librdkafka last saw them (no extra broker
+        round trip). Unknown (nothing committed or fetched yet) leaves the gauge as it was.
+        Tansu can report a high watermark one producer batch short of the log end
+        (shared/product.md), so lag there is a lower bound, floored at 0; exact on Kafka."""
         lag = self.metrics.consumer_lag
         for topic, info in json.loads(raw).get("topics", {}).items():
             for partition, p in info.get("partitions", {}).items():
-                if p.get("desired") and p.get("consumer_lag", -1) >= 0 and partition != "-1":
-                    lag.labels(self.stage.name, topic, partition).set(p["consumer_lag"])
+                committed, end = p.get("committed_offset", -1), p.get("hi_offset", -1)
+                if p.get("desired") and committed >= 0 and end >= 0 and partition != "-1":
+                    lag.labels(self.stage.name, topic, partition).set(max(0, end - committed))
 
     def run(self) -> None:
         stage, settings = self.stage, self.settings
