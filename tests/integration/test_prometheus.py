@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
+from deploy_queries import dashboard_queries, metric_names, rule_queries
 from helpers import read_topic, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -29,7 +30,6 @@ from streams.runner import producer_config
 from streams.settings import DEV, Settings
 from streams.simulator import Manifest, SimulationConfig, generate, publish
 from streams.topics import create_topics
-from deploy_queries import dashboard_queries, metric_names, rule_queries
 
 pytestmark = pytest.mark.integration
 
@@ -127,14 +127,14 @@ class Prometheus:
             "scrape_configs": [{"job_name": "rwe", "static_configs": [{"targets": [target]}]}],
         }))
         self.log = (workdir / "prometheus.log").open("w")
-        self.process = subprocess.Popen(  # noqa: S603 - a fixed binary and arguments
+        self.process = subprocess.Popen(
             [_prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
     def get(self, path: str, **params: str) -> Any:
         url = f"{self.url}{path}?{urllib.parse.urlencode(params)}"
-        with urllib.request.urlopen(url, timeout=5) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=5) as response:
             body = json.load(response)
         assert body["status"] == "success", body
         return body["data"]
@@ -238,7 +238,7 @@ def _instance(fed_worker: FedWorker) -> str:
 def _exported_names(fed_worker: FedWorker) -> set[str]:
     """Sample names of a real scrape of the fed worker, plus the monitor families the
     collector declares (the monitor stage is not in this worker's process yet)."""
-    with urllib.request.urlopen(fed_worker.metrics_url, timeout=5) as response:  # noqa: S310 - loopback http
+    with urllib.request.urlopen(fed_worker.metrics_url, timeout=5) as response:
         text = response.read().decode()
     names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
     collector = fed_worker.engine.collector
