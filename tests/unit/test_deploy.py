@@ -29,8 +29,8 @@ def promtool() -> str:
     return found
 
 
-@pytest.mark.parametrize("command", [["check", "rules", "rules.yml"], ["test", "rules", "rules.test.yml"]],
-                         ids=["check", "test"])
+@pytest.mark.parametrize("command", [["check", "rules", "rules.yml"], ["test", "rules", "rules.test.yml"],
+                                     ["check", "config", "prometheus.yml"]], ids=["check", "test", "config"])
 def test_promtool_accepts_the_rules(command: list[str]) -> None:
     result = subprocess.run([promtool(), *command], cwd=RULES.parent, capture_output=True, text=True,
                             timeout=60, check=False)
