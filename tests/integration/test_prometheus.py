@@ -216,6 +216,17 @@ def test_prometheus_stores_what_the_engine_did(fed_worker: FedWorker, prometheus
     intervals = prometheus.query("rwe_indicator_lower <= rwe_indicator_value <= bool rwe_indicator_upper")
     assert intervals and all(v == 1 for v in intervals.values())
 
+    # Engine health: every stage's batch latency histogram, state size, rebalances; late events counted.
+    def per_stage(promql: str) -> dict[str, float]:
+        return {dict(k)["stage"]: v for k, v in prometheus.query(promql).items()}
+
+    assert per_stage("sum by (stage) (rwe_stage_batch_seconds_count)").keys() == set(STAGES)
+    assert all(v > 0 for v in per_stage("sum by (stage) (rwe_stage_batch_seconds_count)").values())
+    assert per_stage('sum by (stage) (rwe_rebalances_total{kind="assign"})') == dict.fromkeys(STAGES, 1)
+    assert all(v > 0 for v in per_stage("rwe_state_entries").values())
+    assert set(per_stage("rwe_state_entries")) == set(STAGES)
+    assert "ascertain" in per_stage("rwe_late_events_total")
+
     # Lag per input partition, reported by every stage once its input is drained.
     lag = prometheus.query("rwe_consumer_lag")
     assert {dict(k)["stage"] for k in lag} == set(STAGES)
