@@ -19,6 +19,7 @@ exposition's, which do not depend on the values.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import statistics
 import sys
@@ -69,6 +70,23 @@ class SyntheticMonitor:
         return self._alerts
 
 
+class FullCollections:
+    """gc callback: how long each full collection took. A full collection pauses every
+    thread of the worker; one that starts during a scrape lengthens it."""
+
+    def __init__(self) -> None:
+        self.ms: list[float] = []
+        self._started = 0.0
+
+    def __call__(self, phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.ms.append((time.perf_counter() - self._started) * 1000)
+
+
 def _sample(engine: Engine, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
@@ -114,6 +132,8 @@ def main() -> int:
             assert engine.collector is not None
             engine.collector.attach(SyntheticMonitor(sorted(engine.collector.indicators), sorted(engine.sites)))
             url = f"http://127.0.0.1:{port}/metrics"
+            full_collections = FullCollections()
+            gc.callbacks.append(full_collections)
             times, cpu, body = [], [], b""
             for _ in range(args.scrapes):
                 t0, c0 = time.perf_counter(), time.process_time()
@@ -122,6 +142,7 @@ def main() -> int:
                 times.append(time.perf_counter() - t0)
                 cpu.append(time.process_time() - c0)
         finally:
+            gc.callbacks[:] = [c for c in gc.callbacks if not isinstance(c, FullCollections)]
             worker.stop()
             server.shutdown()
             server.server_close()
@@ -136,6 +157,8 @@ def main() -> int:
           f"p95 {times_ms[int(0.95 * (len(times_ms) - 1))]:.1f} ms, max {times_ms[-1]:.1f} ms; "
           f"CPU time of the process per scrape: median {statistics.median(cpu_ms):.1f} ms, "
           f"max {cpu_ms[-1]:.1f} ms; load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
+    print(f"full (generation 2) garbage collections during the scrapes: {len(full_collections.ms)}, "
+          f"{', '.join(f'{ms:.0f}' for ms in full_collections.ms) or '-'} ms")
     return 0
 
 
