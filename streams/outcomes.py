@@ -19,8 +19,17 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from streams.ascertainment import EXCLUDED, OPEN, Observation, ascertain, next_deadline, transfer_deadlines
+from streams.ascertainment import (
+    EXCLUDED,
+    OPEN,
+    Observation,
+    ascertain,
+    complete,
+    next_deadline,
+    transfer_deadlines,
+)
 from streams.definitions import Catalogue, Indicator
+from streams.risk import expected_for
 from streams.sites import Site
 from streams.timeline import DAY_US, Fact, PatientTimeline, fact_from_event
 
@@ -47,7 +56,8 @@ def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, 
         "catalogue_version": catalogue.version, "site_id": obs.site,
         "region": site.region if site else "unknown", "country": site.country if site else "unknown",
         "status": obs.status, "index_time": obs.index_time, "horizon_end": obs.horizon_end,
-        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value, "expected": None,
+        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value,
+        "expected": expected_for(ind.risk, obs.status, obs.covariates),
         "exclusion": obs.exclusion, "covariates": dict(obs.covariates),
     }
 
@@ -148,7 +158,7 @@ class OutcomeTracker:
     def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int, woken: bool) -> list[Observation]:
         cutoff = watermark - self.retention_us
         published = self.published.setdefault(pseudonym, {})
-        current: dict[str, Observation] = {}
+        current: dict[str, tuple[Observation, Indicator]] = {}
         next_wake: int | None = None
         evaluated: set[str] = set()
         settled, new = tl.settled, tl.new
@@ -161,10 +171,10 @@ class OutcomeTracker:
             if not everything and not any(ind.triggered_by(f.kind, f.concepts) for f in new or ()):
                 continue  # the new facts cannot change it (a wake-up looks again when due)
             evaluated.add(ind.id)
-            observations = ascertain(ind, tl, watermark)
+            observations = ascertain(ind, tl, watermark, with_covariates=False)
             final = ind.index_rule == "first" and bool(observations)
             for obs in observations:
-                current[obs.observation_id] = obs
+                current[obs.observation_id] = (obs, ind)
                 if obs.status == OPEN:
                     final = False
                     deadline = next_deadline(obs, ind)
@@ -179,14 +189,14 @@ class OutcomeTracker:
             if deadline > watermark:
                 next_wake = deadline if next_wake is None else min(next_wake, deadline)
         out = []
-        for obs_id, obs in current.items():
+        for obs_id, (obs, ind) in current.items():
             sig = signature(obs)
             before = published.get(obs_id)
             if before is None or before.signature != sig:
                 record = Published(sig, obs.site, obs.index_time, obs.horizon_end)
                 published[obs_id] = record
                 self._new_published.setdefault(pseudonym, {})[obs_id] = record
-                out.append(obs)
+                out.append(complete(obs, ind, tl))
         for obs_id, before in list(published.items()):
             if obs_id in current or obs_id.split(":", 1)[0] not in evaluated:
                 continue

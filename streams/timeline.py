@@ -121,9 +121,9 @@ class Hospitalisation:
 
 
 class PatientTimeline:
-    """Facts of one patient, sorted, plus what the engine has published about them."""
+    """Facts of one patient, sorted."""
 
-    __slots__ = ("_derived", "birth_year", "facts", "male", "new", "published", "settled")
+    __slots__ = ("_derived", "birth_year", "facts", "male", "new", "settled")
 
     def __init__(self) -> None:
         self.facts: list[Fact] = []
@@ -137,8 +137,6 @@ class PatientTimeline:
         self.settled: dict[str, int] | None = None
         self.birth_year: int | None = None
         self.male: bool | None = None
-        # observation id -> digest of the last record published for it
-        self.published: dict[str, int] = {}
 
     def add(self, fact: Fact) -> bool:
         """Insert a fact; False (nothing changes) when the same event is already here."""
