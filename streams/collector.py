@@ -171,7 +171,7 @@ class OutcomeCollector(Collector):
                 half = Z95 * s["sd"] / math.sqrt(den)
                 lower, upper = value - half, value + half
         for name, v in (("value", value), ("lower", lower), ("upper", upper), ("denominator", den),
-                        ("observed_expected_ratio", s.get("observed_expected"))):
+                        ("observed_expected_ratio", s["observed_expected"])):
             if v is not None:
                 families[name].add_metric(labels, v)
 

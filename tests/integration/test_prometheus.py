@@ -196,21 +196,25 @@ def test_prometheus_stores_what_the_engine_did(fed_worker: FedWorker, prometheus
     # scope and not suppressed, with the published values.
     published = _latest_published(fed_worker.settings)
     sites = set(fed_worker.engine.sites)
-    expected: dict[tuple[str, str, str], float] = {}
+    expected: dict[str, dict[tuple[str, str, str], float]] = {"value": {}, "denominator": {},
+                                                               "observed_expected_ratio": {}}
     for s in published.values():
         if s["suppressed"] or not (s["scope"] == "NETWORK" or (s["scope"] == "SITE" and s["scope_id"] in sites)):
             continue
-        site = "network" if s["scope"] == "NETWORK" else s["scope_id"]
-        window = "all" if s["window_days"] is None else f"{s['window_days']}d"
-        value = s["proportion"] if s["kind"] == "PROPORTION" else s["mean"]
-        if value is not None:
-            expected[(s["indicator"], site, window)] = value
-    assert any(site != "network" for _i, site, _w in expected), "no unsuppressed site cell: feed too small?"
-    stored = {(d["indicator"], d["site"], d["window"]): v
-              for d, v in ((dict(k), v) for k, v in prometheus.query("rwe_indicator_value").items())}
-    assert stored.keys() == expected.keys()
-    for cell, value in expected.items():
-        assert stored[cell] == pytest.approx(value, rel=1e-12), cell
+        cell = (s["indicator"], "network" if s["scope"] == "NETWORK" else s["scope_id"],
+                "all" if s["window_days"] is None else f"{s['window_days']}d")
+        for name, value in (("value", s["proportion"] if s["kind"] == "PROPORTION" else s["mean"]),
+                            ("denominator", s["denominator"]), ("observed_expected_ratio", s["observed_expected"])):
+            if value is not None:
+                expected[name][cell] = value
+    assert any(site != "network" for _i, site, _w in expected["value"]), "no unsuppressed site cell: feed too small?"
+    assert expected["observed_expected_ratio"], "no cell with a risk model's O/E"
+    for name, cells in expected.items():
+        stored = {(d["indicator"], d["site"], d["window"]): v
+                  for d, v in ((dict(k), v) for k, v in prometheus.query(f"rwe_indicator_{name}").items())}
+        assert stored.keys() == cells.keys(), name
+        for cell, value in cells.items():
+            assert stored[cell] == pytest.approx(value, rel=1e-12), (name, cell)
     suppressed = [s for s in published.values() if s["suppressed"]]
     assert suppressed, "the feed should leave some cells small"
     intervals = prometheus.query("rwe_indicator_lower <= rwe_indicator_value <= bool rwe_indicator_upper")

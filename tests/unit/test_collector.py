@@ -19,7 +19,8 @@ def snapshot(indicator: str = "hf_mortality_30d", scope: str = "SITE", scope_id:
              window_days: int | None = 30, **values: Any) -> dict[str, Any]:
     s: dict[str, Any] = {"indicator": indicator, "scope": scope, "scope_id": scope_id, "window_days": window_days,
                          "suppressed": False, "denominator": 40, "numerator": 8, "proportion": 0.2,
-                         "ci_low": 0.1, "ci_high": 0.35, "mean": None, "sd": None, "median": None}
+                         "ci_low": 0.1, "ci_high": 0.35, "mean": None, "sd": None, "median": None,
+                         "expected": None, "observed_expected": None}
     s.update(values)
     return s
 
