@@ -80,6 +80,9 @@ class Settings:
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
                                        "recorded time, or a record after now (clock skew).", default=3600.0)
     metrics_port: int = _setting("RWE_METRICS_PORT", "Port of the /metrics endpoint; 0 is off.", default=9464)
+    consumer_lag_interval: float = _setting(
+        "RWE_CONSUMER_LAG_INTERVAL", "How often rwe_consumer_lag is refreshed (librdkafka statistics); "
+        "0 is off.", default=5.0)
     metrics_host: str = _setting("RWE_METRICS_HOST", "Address /metrics listens on; 0.0.0.0 in a container.",
                                  default="127.0.0.1")
     log_level: str = _setting("RWE_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
@@ -117,6 +120,8 @@ class Settings:
                 raise ConfigError(f"{_env_of(name)} must be at least {minimum}, not {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
+        if self.consumer_lag_interval < 0:
+            raise ConfigError(f"RWE_CONSUMER_LAG_INTERVAL must not be negative, not {self.consumer_lag_interval}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RWE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:
