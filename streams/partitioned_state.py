@@ -3,8 +3,9 @@
 Every stateful stage keeps one store per input partition (the normaliser's dedupe
 store, the ascertain stage's outcome tracker, the aggregate stage's rolling state).
 This is the one place that restores a store when its partition is assigned, drops it
-when revoked, and writes each batch's changes (or, every ``snapshot_every`` batches,
-the whole store) to the changelog after the stage's outputs are durable.
+when revoked, and writes each batch's changes (or, when the changes since the last
+snapshot outweigh it, the whole store) to the changelog after the stage's outputs are
+durable.
 """
 
 from __future__ import annotations
@@ -101,9 +102,10 @@ class PartitionedState(Generic[S]):
             if not records:
                 continue
             if self._writer.wants_snapshot(partition):
-                records = store.snapshot()
-            for record in records:
-                self._writer.write(partition, self._encoder.encode(record), record["snapshot"])
+                self._writer.write_snapshot(partition, [self._encoder.encode(r) for r in store.snapshot()])
+            else:
+                for record in records:
+                    self._writer.write_delta(partition, self._encoder.encode(record))
             wrote = True
         self._metrics.state_entries.labels(self.stage).set(self.entries())
         return wrote
