@@ -233,11 +233,8 @@ class OutcomeTracker:
         return out
 
     def _relevant_indicators(self, tl: PatientTimeline) -> Iterable[Indicator]:
-        concepts: set[str] = set()
-        kinds: set[str] = set()
-        for f in tl.facts:
-            concepts |= f.concepts
-            kinds.add(f.kind)
+        concepts: set[str] = set().union(*[f.concepts for f in tl.facts])
+        kinds = {f.kind for f in tl.facts}
         for ind in self._indicators:
             sel = ind.index
             if (sel.stay_concepts and concepts & sel.stay_concepts) or (
