@@ -42,7 +42,7 @@ from streams.timeline import (
 
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
-HOT_PATIENTS = 2000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
+HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
 
 
 def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, Site]) -> dict[str, Any]:
