@@ -8,7 +8,9 @@ about a third of that. Avro's binary encoding is canonical, so the bytes are exa
 fastavro's; property tests check both directions on random records of every schema.
 
 Shapes covered: the ones our schemas use (string, bytes, int, long, double, boolean, enum,
-nested records, arrays of and maps to those, unions of null and one type). Anything
+nested records, arrays of and maps to those, unions of null and one type); a record may
+be given as a dict or as a tuple of its fields in schema order (a NamedTuple of the
+same fields needs no dict built for it). Anything
 else raises :class:`Unsupported` and the caller falls back to fastavro. The decoder
 reads records written with the reader's own schema; a different writer version goes
 through fastavro's schema resolution.
@@ -164,10 +166,14 @@ def _write_value(src: _Source, ind: int, t: Any, v: str) -> None:
         return
     if isinstance(t, dict):
         kind = t["type"]
-        if kind == "record":
-            for f in t["fields"]:
-                fv = src.var("v")
-                src.emit(ind, f"{fv} = {v}.get({f['name']!r})")
+        if kind == "record":  # a dict, or a tuple of the fields in schema order (no dict to build)
+            names = [src.var("v") for _ in t["fields"]]
+            src.emit(ind, f"if isinstance({v}, dict):")
+            for fv, f in zip(names, t["fields"], strict=True):
+                src.emit(ind + 1, f"{fv} = {v}.get({f['name']!r})")
+            src.emit(ind, "else:")
+            src.emit(ind + 1, f"{', '.join(names)}{',' if len(names) == 1 else ''} = {v}")
+            for fv, f in zip(names, t["fields"], strict=True):
                 _write_value(src, ind, f["type"], fv)
         elif kind == "enum":
             table = src.const({s: zigzag(i) for i, s in enumerate(t["symbols"])})

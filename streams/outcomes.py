@@ -309,10 +309,9 @@ class OutcomeTracker:
                             else (entry.birth_year, entry.male) if entry is not None else (None, None))
         return {
             "pseudonym": pseudonym, "evicted": evicted, "birth_year": birth_year, "male": male,
-            "facts": [{"time": f.time, "kind": f.kind, "site": f.site, "ref": f.ref, "concepts": sorted(f.concepts),
-                       "value": f.value, "attr": f.attr, "key": f.key} for f in facts],
-            "published": [{"id": k, "signature": v.signature, "site": v.site, "index_time": v.index_time,
-                           "horizon_end": v.horizon_end} for k, v in published.items()],
+            # Facts as they are: a Fact lists FactRecord's fields in order, which the encoder takes.
+            "facts": list(facts),
+            "published": [(k, *v) for k, v in published.items()],
         }
 
     def apply(self, record: dict[str, Any]) -> None:

@@ -92,3 +92,15 @@ def test_compiled_decoder_rejects_truncated_and_overlong_data() -> None:
             decode(good[:cut], 0)
     with pytest.raises(ValueError, match="run past the end"):
         decode(avro_codegen.zigzag(1000) + b"abc", 0)  # a string longer than the data
+
+
+def test_a_record_given_as_a_tuple_of_its_fields_encodes_as_the_dict_does() -> None:
+    encode = avro_writer.encoder("rwe.internal.AscertainDelta", framed=False)
+    fact = {"time": 1, "kind": "ADMISSION", "site": "FI-HUS", "ref": None, "concepts": ["heart_failure"],
+            "value": 2.5, "attr": "EMERGENCY", "key": -(2**63)}
+    published = {"id": "x:00", "signature": 5, "site": "FI-HUS", "index_time": 1, "horizon_end": 2}
+    change = {"pseudonym": "p", "evicted": False, "birth_year": 1950, "male": True}
+    as_dicts = {"snapshot": False, "max_seen": 9, "patients": [{**change, "facts": [fact], "published": [published]}]}
+    as_tuples = {"snapshot": False, "max_seen": 9,
+                 "patients": [(*change.values(), [tuple(fact.values())], [tuple(published.values())])]}
+    assert encode(as_tuples) == encode(as_dicts)
