@@ -28,6 +28,7 @@ from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
 from streams.dlq import DeadLetterWriter, Rejected, Rejection
 from streams.engine import Engine
 from streams.event_time_merge import EventTimeMerge
+from streams.feed_health import SiteActivityCounter
 from streams.metrics import EngineMetrics
 from streams.partitioned_state import PartitionedState
 from streams.pseudonym import Pseudonymiser
@@ -58,6 +59,10 @@ class NormaliseStage:
             STAGE, settings.topic(topics.DEDUPE_CHANGELOG), "rwe.internal.DedupeDelta",
             lambda: DedupeStore(horizon_us), consumer_factory, metrics)
         self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
+        # Feed health: per-site counts per event-time bucket, one record per site per batch.
+        self.activity = SiteActivityCounter(settings.feed_bucket)
+        self.activity_topic = settings.topic(topics.SITE_ACTIVITY)
+        self._activity_encoder = wire.Encoder(schemas.SITE_ACTIVITY)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)
@@ -101,6 +106,7 @@ class NormaliseStage:
                 try:
                     out = normalise(record, ingest)
                 except Rejected as exc:
+                    self._dead_letter_of(record.get("site_id"))
                     original = value if single else self._reencoder.encode(record)
                     self.dead_letters.send(producer, msg, exc.rejection, original, record.get("site_id"))
                     continue
@@ -129,13 +135,21 @@ class NormaliseStage:
                 m.duplicates.labels(STAGE, m.site_label(site)).inc()
             else:
                 assert verdict is CONFLICT
+                self._dead_letter_of(site)
                 original = msg.value() if single else self._reencoder.encode(record)
                 self.dead_letters.send(producer, msg, Rejection(
                     "duplicate_conflict", "event id already accepted with different content; "
                     "a correction needs a new event id"), original, site)
+        for activity in self.activity.drain():
+            produce(self.activity_topic, value=self._activity_encoder.encode(activity),
+                    key=activity["site_id"].encode())
         producer.poll(0)
         self._held.set(len(self.merge))
         return sent
+
+    def _dead_letter_of(self, site: Any) -> None:
+        if site in self.metrics.sites:  # configured sites only: the feed-health checks are per site
+            self.activity.dead_letter(site)
 
     def commit_offsets(self) -> list[TopicPartition]:
         """Input offsets safe to commit: behind every event still held for ordering."""
@@ -156,6 +170,7 @@ class NormaliseStage:
             children = self._children[key] = (m.site_events.labels(site, out["event_type"]),
                                                m.feed_latency.labels(site))
         self._events_out.inc()
+        self.activity.accepted(key[0], out["event_time"], ingest)
         children[0].inc()
         children[1].observe(max(0.0, (ingest - out["event_time"]) / 1e6))
         if not out["mapped"]:

@@ -234,7 +234,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "when the simulated feed is done and processed)")
     p.add_argument("--days", type=int, default=540, help="simulated days of care (default 540: 12-month "
                    "indicators then have six months of completed follow-up)")
-    p.add_argument("--patients-per-site", type=int, default=600, help="patients per site (default 600)")
+    p.add_argument("--patients-per-site", type=int, default=2000,
+                   help="patients per site (default 2000: ~450 heart-failure admissions each, enough for the "
+                   "CUSUM to find the injected deterioration within the first simulated year)")
     p.add_argument("--speed", type=float, default=365 * 86400 / 60,
                    help="simulated seconds per second (default: a year in a minute)")
     p.add_argument("--seed", type=int, default=7)
@@ -251,8 +253,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "create"])
 
     p = add("worker", cmd_worker, "Run the engine's stages against the configured broker.")
-    p.add_argument("--stages", nargs="+", default=["normalise", "ascertain", "aggregate"], metavar="STAGE",
-                   help="stages to run (default: all: normalise ascertain aggregate)")
+    p.add_argument("--stages", nargs="+", default=["normalise", "ascertain", "aggregate", "monitor"], metavar="STAGE",
+                   help="stages to run (default: all: normalise ascertain aggregate monitor)")
     p.add_argument("--create-topics", action="store_true", help="create missing topics first")
 
     from streams.simulator import command as simulate_command
