@@ -141,6 +141,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.replay(settings, reasons=args.reason, to_topic=args.to_topic, dry_run=args.dry_run)
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from streams import open_alerts
+
+    alerts = open_alerts.open_alerts(open_alerts.latest(settings_from(args)))
+    print(open_alerts.render(alerts, args.json))
+    return 0
+
+
 def cmd_catalogue(args: argparse.Namespace) -> int:
     import json
 
@@ -275,6 +283,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=0, help="also print this many individual dead letters")
     p.add_argument("--to-topic", default=None, help="replay to this topic (default: each letter's source topic)")
     p.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+
+    p = add("alerts", cmd_alerts, "List the open alerts from the alerts topic, highest triage rank first.")
+    p.add_argument("--json", action="store_true", help="print the Alert records as JSON")
 
     from streams import registry_server
 
