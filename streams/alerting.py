@@ -140,6 +140,9 @@ class AlertBook:
 
     def _emit(self, alert: dict[str, Any]) -> None:
         record = dict(alert)
+        earlier = self.outbox.get(alert["alert_id"])
+        if earlier is not None and earlier["status"] == "OPEN" and record["status"] == "UPDATED":
+            record["status"] = "OPEN"  # opened in this batch: readers see the OPEN, with the latest values
         self.outbox[alert["alert_id"]] = record
         self.changed[alert["alert_id"]] = record
 

@@ -93,7 +93,7 @@ class MonitorReading(NamedTuple):
 class MonitorConfig(NamedTuple):
     arl0: float = 1000.0
     warmup: int = 30
-    resolve_after: int = 100
+    resolve_after: int = 200
     ewma_lambda: float = 0.1
     overdispersion: str = "none"
     odds_up: float = 2.0

@@ -86,7 +86,7 @@ class Settings:
         "(running rates and the patient mix need them).", default=30)
     monitor_resolve_after: int = _setting(
         "RWE_MONITOR_RESOLVE_AFTER", "An open CUSUM alert resolves after this many consecutive "
-        "observations below half its limit, an EWMA alert after this many inside its limits.", default=100)
+        "observations below half its limit, an EWMA alert after this many inside its limits.", default=200)
     monitor_ewma_lambda: float = _setting("RWE_MONITOR_EWMA_LAMBDA", "EWMA weight (0.05-0.2).", default=0.1)
     monitor_overdispersion: str = _setting(
         "RWE_MONITOR_OVERDISPERSION", "Funnel-plot overdispersion: none, phi (Spiegelhalter's "
