@@ -231,3 +231,23 @@ def test_changelog_round_trip_restores_every_reading_and_alert() -> None:
         again.apply(record)
     assert sorted(again.readings(now)) == sorted(state.readings(now)) == sorted(restored.readings(now))
     assert len(again) == len(state)
+
+
+def test_alert_evidence_is_disclosure_controlled_and_an_alert_opened_in_a_batch_publishes_as_open() -> None:
+    from streams.alerting import Evidence
+
+    book = AlertBook(min_cell_count=5, rounding=10)
+    key = (PROP, "A", "cusum_up")
+    book.signal(key, 4.0, 3.5, T0, Evidence(12, 14, 6.0, T0 - HOUR, T0))  # 2 survivors: small
+    book.signal(key, 4.1, 3.5, T0 + HOUR, Evidence(8, 40, 4.0, T0, T0 + HOUR))
+    (record,) = book.drain()
+    assert record["status"] == "OPEN" and record["signals"] == 2  # opened in this batch
+    assert (record["numerator"], record["denominator"], record["expected"]) == (20, 60, 10.0)  # rounded up to 10s
+    assert record["observed_expected"] == 2.0 and record["rank"] == 200 + 10.0
+    assert record["window_start"] == T0 - HOUR and record["window_end"] == T0 + HOUR
+    other = (PROP, "B", "cusum_up")
+    book.signal(other, 4.0, 3.5, T0, Evidence(12, 14, 6.0, T0, T0))
+    (hidden,) = book.drain()
+    assert (hidden["numerator"], hidden["denominator"], hidden["expected"], hidden["observed_expected"]) == (
+        None, None, None, None)
+    assert hidden["rank"] == 200 + round(4.0 / 3.5, 2)
