@@ -21,11 +21,11 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from agents.monitor import MonitorStage  # noqa: E402
-from streams import schemas, wire  # noqa: E402
-from streams.definitions import load_catalogue  # noqa: E402
-from streams.metrics import EngineMetrics  # noqa: E402
-from streams.settings import DEV, Settings  # noqa: E402
+from agents.monitor import MonitorStage
+from streams import schemas, wire
+from streams.definitions import load_catalogue
+from streams.metrics import EngineMetrics
+from streams.settings import DEV, Settings
 
 SITES = ("DE-CHA", "DE-LMU", "ES-HCB", "FI-HUS", "GB-UCL", "NL-AMC")
 T0 = 1_735_689_600_000_000
