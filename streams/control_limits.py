@@ -21,8 +21,9 @@ ARL0 (``RWE_MONITOR_ARL0``, in observations of one indicator at one site).
   with their narrower limits, then the fixed-limit chain's absorption time from the
   state distribution reached. Checked against ``spc::xewma.arl(limits = "vacl")``.
 
-Limits are cached per process by their inputs (the mix rounded to its histogram),
-so sites with the same patient mix, and a restart, cost one computation.
+Limits are cached per process by their inputs (the mix rounded, :meth:`RiskMix.key`),
+so sites with the same patient mix cost one computation; a chart keeps its limits in
+the changelog, so a restart computes none.
 """
 
 from __future__ import annotations
@@ -34,7 +35,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 RISK_BINS = 50  # expected risks are histogrammed in bins of 0.02
-CUSUM_CELLS = 400
+CUSUM_CELLS = 300  # ARL within ~1 % of the chain's limit (tests/unit/test_control_limits.py)
+Mix = tuple[tuple[float, float], ...]  # (risk, weight) pairs
 EWMA_CELLS = 201   # odd: a cell centred on the target
 
 
@@ -71,10 +73,11 @@ class RiskMix:
         n = self.total
         return tuple((self.sums[i] / c, c / n) for i, c in enumerate(self.counts) if c)
 
-    def key(self) -> tuple[tuple[float, float], ...]:
-        """The support with risks rounded to 0.001 and weights to 0.01 (at least 0.01 per
-        non-empty bin), renormalised: the cache key of a limit, so similar mixes share one computation."""
-        rounded = [(round(r, 3), max(0.01, round(w, 2))) for r, w in self.support()]
+    def key(self) -> Mix:
+        """The support with risks rounded to 2 significant digits and weights to 0.02 (at
+        least 0.02 per non-empty bin), renormalised: the cache key of a limit, so similar
+        mixes (the same network rate at every site, say) share one computation."""
+        rounded = [(float(f"{r:.2g}"), max(0.02, round(w / 0.02) * 0.02)) for r, w in self.support()]
         total = sum(w for _r, w in rounded)
         return tuple((r, w / total) for r, w in rounded)
 
@@ -178,10 +181,20 @@ def _solve(arl_of: Callable[[float], float], target: float, low: float, high: fl
     return mid
 
 
-@functools.lru_cache(maxsize=4096)
-def cusum_limit(mix: tuple[tuple[float, float], ...], odds_ratio: float, arl0: float) -> float:
-    """The risk-adjusted CUSUM limit h whose in-control ARL over ``mix`` is ``arl0``."""
-    return _solve(lambda h: cusum_arl(mix, odds_ratio, h), arl0, 2.0, 4.0)
+_limits: dict[tuple[Mix, float, float], float] = {}
+
+
+def cusum_limit(mix: Mix, odds_ratio: float, arl0: float, guess: float = 0.0) -> float:
+    """The risk-adjusted CUSUM limit h whose in-control ARL over ``mix`` is ``arl0``
+    (``guess``: a previous limit of the chart, which brackets the search tightly)."""
+    key = (mix, odds_ratio, arl0)
+    found = _limits.get(key)
+    if found is None:
+        low, high = (0.95 * guess, 1.05 * guess) if guess > 0 else (2.0, 4.0)
+        if len(_limits) >= 4096:
+            _limits.clear()
+        found = _limits[key] = _solve(lambda h: cusum_arl(mix, odds_ratio, h), arl0, low, high)
+    return found
 
 
 @functools.lru_cache(maxsize=64)

@@ -25,8 +25,10 @@ meet here). Product decisions:
   standardised values for continuous ones; a funnel z-score for both.
 * **Limits.** CUSUM limits for the configured ARL0 (:mod:`streams.control_limits`),
   per indicator x site from the histogram of expected risks the site's chart has
-  used: from the network's mix until the site has ``warmup`` observations, then from
-  its own, recalibrated each time its count has grown fourfold. The EWMA width L for
+  used: the network's limits (from the network's mix, recalibrated each time the
+  network's count has grown fourfold) until the site has 4 x ``warmup`` charted
+  observations, then from its own mix, recalibrated each time its count has grown
+  fourfold. The EWMA width L for
   the ARL0 is the same for every chart (the values are standardised).
 * **Reset rule.** A CUSUM that crosses its limit opens an alert and restarts at 0
   (Steiner et al. 2000); crossing again while the alert is open updates it. The alert
@@ -34,8 +36,9 @@ meet here). Product decisions:
   its limit. An EWMA alert opens when |Z| crosses the limit and resolves after
   ``resolve_after`` consecutive observations inside the limits (the EWMA is not reset:
   it forgets by itself, and in control it stays inside 99.9 % of the time, so "below
-  half" would hold an alert open for good). A funnel alert opens beyond the 99.8 % limit and resolves when
-  the site is back inside the 95 % limit (hysteresis, so a site on the line does not
+  half" would hold an alert open for good); a crossing on the other side resolves it
+  and opens a new one. A funnel alert opens beyond the 99.8 %
+  limit and resolves when the site is back inside the 95 % limit (hysteresis, so a site on the line does not
   flap). Evidence of a CUSUM alert: the observations since the chart last stood at 0
   (the change-point estimate), summed over its crossings.
 * **Funnel** (Spiegelhalter 2005). Over the last 365 days of ``closed_time``: binary
@@ -278,14 +281,21 @@ class IndicatorMonitor:
     # --- charts --------------------------------------------------------------
     def _limits(self, chart: Chart) -> None:
         n = chart.mix.total
-        if n < chart.next_cal:
-            return
         cfg = self.config
-        source = chart.mix if n >= cfg.warmup else self.network.mix
-        key = source.key()
-        chart.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0)
-        chart.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0)
-        chart.next_cal = float(cfg.warmup if n < cfg.warmup else 4 * n)
+        if n < 4 * cfg.warmup:  # the site's own mix is too thin: the network's limits
+            net = self.network
+            if net.mix.total >= net.next_cal:
+                key = net.mix.key()
+                net.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, net.h_up)
+                net.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, net.h_down)
+                net.next_cal = float(4 * net.mix.total)
+                self.dirty.add(NETWORK)
+            chart.h_up, chart.h_down = net.h_up, net.h_down
+        elif n >= chart.next_cal:
+            key = chart.mix.key()
+            chart.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, chart.h_up)
+            chart.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, chart.h_down)
+            chart.next_cal = float(4 * n)
 
     def _chart_outcome(self, site: str, chart: Chart, at: int, y: int, expected: float | None) -> None:
         p = self._risk(expected)
@@ -352,6 +362,8 @@ class IndicatorMonitor:
         limit = self._ewma_limit(chart)
         key = (self.indicator, site, "ewma")
         over = abs(chart.z) > limit
+        if over and self.alerts.is_open(key) and (self.alerts.open[key]["statistic"] > 0) != (chart.z > 0):
+            self.alerts.resolve(key, at)  # crossed on the other side: a new signal
         if over and not self.alerts.is_open(key):
             self.alerts.signal(key, chart.z, limit, at, self._value_evidence(chart, at))
             chart.over_ewma = chart.quiet_ewma = 0.0
