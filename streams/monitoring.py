@@ -28,7 +28,8 @@ meet here). Product decisions:
   used: the network's limits (from the network's mix, recalibrated each time the
   network's count has grown fourfold) until the site has 4 x ``warmup`` charted
   observations, then from its own mix, recalibrated each time its count has grown
-  fourfold. The EWMA width L for
+  fourfold. Without expected risks every site charts the same network rate, so every
+  site keeps the network's limits. The EWMA width L for
   the ARL0 is the same for every chart (the values are standardised).
 * **Reset rule.** A CUSUM that crosses its limit opens an alert and restarts at 0
   (Steiner et al. 2000); crossing again while the alert is open updates it. The alert
@@ -282,7 +283,9 @@ class IndicatorMonitor:
     def _limits(self, chart: Chart) -> None:
         n = chart.mix.total
         cfg = self.config
-        if n < 4 * cfg.warmup:  # the site's own mix is too thin: the network's limits
+        # The network's limits while the site's own mix is thin, and always without expected
+        # risks: every site then charts the same network rate.
+        if n < 4 * cfg.warmup or chart.t[NEXP] == 0:
             net = self.network
             if net.mix.total >= net.next_cal:
                 key = net.mix.key()
@@ -325,8 +328,11 @@ class IndicatorMonitor:
             chart.down_e += p
             if chart.down_start < 0:
                 chart.down_start = float(at)
-        self._cusum_lifecycle(site, chart, at, "up")
-        self._cusum_lifecycle(site, chart, at, "down")
+        open_alerts = self.alerts.open  # the common case, no crossing and no open alert, stays cheap
+        if chart.up >= chart.h_up or (open_alerts and (self.indicator, site, "cusum_up") in open_alerts):
+            self._cusum_lifecycle(site, chart, at, "up")
+        if chart.down >= chart.h_down or (open_alerts and (self.indicator, site, "cusum_down") in open_alerts):
+            self._cusum_lifecycle(site, chart, at, "down")
 
     def _cusum_lifecycle(self, site: str, chart: Chart, at: int, side: str) -> None:
         s, h = getattr(chart, side), getattr(chart, f"h_{side}")
