@@ -50,7 +50,7 @@ class AscertainStage:
         lateness_us = int(settings.allowed_lateness * 1_000_000)
         self.trackers: PartitionedState[OutcomeTracker] = PartitionedState(
             STAGE, settings.topic(topics.ASCERTAIN_CHANGELOG), DELTA_SCHEMA,
-            lambda: OutcomeTracker(catalogue, lateness_us), consumer_factory, metrics)
+            lambda: OutcomeTracker(catalogue, lateness_us, settings.hot_patients), consumer_factory, metrics)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)

@@ -44,6 +44,7 @@ class Observation(NamedTuple):
     value: float | None = None
     exclusion: str | None = None
     covariates: dict[str, float] = {}  # noqa: RUF012 - NamedTuple default, never mutated
+    extra: dict[str, float] | None = None  # shape-specific case-mix values (e.g. the baseline score)
 
     def signature(self) -> int:
         """Digest of what a published record of this observation says."""
@@ -57,9 +58,21 @@ class IndexEvent(NamedTuple):
     hospitalisation: Hospitalisation | None = None
 
 
-def ascertain(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Observation]:
-    """Every observation of ``ind`` in ``tl`` as known at event time ``watermark``."""
-    return _SHAPES[ind.shape](ind, tl, watermark)
+def ascertain(ind: Indicator, tl: PatientTimeline, watermark: int, *, with_covariates: bool = True
+              ) -> list[Observation]:
+    """Every observation of ``ind`` in ``tl`` as known at event time ``watermark``.
+
+    ``with_covariates=False`` leaves the case-mix covariates out (the tracker adds them,
+    with :func:`complete`, only to the observations it publishes: most evaluations
+    change nothing).
+    """
+    found = _SHAPES[ind.shape](ind, tl, watermark)
+    return [complete(obs, ind, tl) for obs in found] if with_covariates else found
+
+
+def complete(obs: Observation, ind: Indicator, tl: PatientTimeline) -> Observation:
+    """``obs`` with its case-mix covariates."""
+    return obs._replace(covariates=covariates(ind, tl, obs.index_time, obs.extra))
 
 
 def _obs_id(ind: Indicator, key: int) -> str:
@@ -132,14 +145,13 @@ def _binary(ind: Indicator, tl: PatientTimeline, idx: IndexEvent, watermark: int
             extra: dict[str, float] | None = None, exclusion: str | None = None) -> Observation:
     end = idx.time + ind.horizon_us
     common = (_obs_id(ind, idx.key), ind.id, idx.site, idx.time, end)
-    cov = covariates(ind, tl, idx.time, extra)
     if exclusion is not None:
-        return Observation(*common, EXCLUDED, exclusion=exclusion, covariates=cov)
+        return Observation(*common, EXCLUDED, exclusion=exclusion, extra=extra)
     if outcome_time is not None and outcome_time <= end:
-        return Observation(*common, FINAL, closed_time=outcome_time, outcome=1, covariates=cov)
+        return Observation(*common, FINAL, closed_time=outcome_time, outcome=1, extra=extra)
     if watermark >= end:
-        return Observation(*common, FINAL, closed_time=end, outcome=0, covariates=cov)
-    return Observation(*common, OPEN, covariates=cov)
+        return Observation(*common, FINAL, closed_time=end, outcome=0, extra=extra)
+    return Observation(*common, OPEN, extra=extra)
 
 
 def _death(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Observation]:
@@ -185,12 +197,11 @@ def _length_of_stay(ind: Indicator, tl: PatientTimeline, watermark: int) -> list
     out = []
     for h, idx, exclusion in _discharge_indexes(ind, tl, watermark):
         common = (_obs_id(ind, idx.key), ind.id, idx.site, idx.time, idx.time)
-        cov = covariates(ind, tl, idx.time)
         if exclusion is not None or h.admitted is None:
-            out.append(Observation(*common, EXCLUDED, exclusion=exclusion or "no_admission", covariates=cov))
+            out.append(Observation(*common, EXCLUDED, exclusion=exclusion or "no_admission"))
         else:
             days = (idx.time - h.admitted) / DAY_US
-            out.append(Observation(*common, FINAL, closed_time=idx.time, value=round(days, 6), covariates=cov))
+            out.append(Observation(*common, FINAL, closed_time=idx.time, value=round(days, 6)))
     return out
 
 
@@ -290,17 +301,17 @@ def _value_at(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Obser
         responses = [(f.time, f.value) for f in tl.facts
                      if f.kind == "PROM_RESPONSE" and f.attr == attr and f.value is not None]
         baseline = [v for t, v in responses if idx.time - 90 * DAY_US <= t <= idx.time and v is not None]
-        cov = covariates(ind, tl, idx.time, {"baseline_prom": baseline[-1]} if baseline else None)
+        extra = {"baseline_prom": baseline[-1]} if baseline else None
         common = (_obs_id(ind, idx.key), ind.id, idx.site, idx.time, end)
         if watermark < end:
-            out.append(Observation(*common, OPEN, covariates=cov))
+            out.append(Observation(*common, OPEN, extra=extra))
             continue
         in_window = [(abs(t - target), -t, v) for t, v in responses if target - window <= t <= end]
         if not in_window:
-            out.append(Observation(*common, EXCLUDED, exclusion="missing_response", covariates=cov))
+            out.append(Observation(*common, EXCLUDED, exclusion="missing_response", extra=extra))
         else:
             _d, _neg_t, value = min(in_window)  # closest to the target; a tie goes to the later
-            out.append(Observation(*common, FINAL, closed_time=end, value=value, covariates=cov))
+            out.append(Observation(*common, FINAL, closed_time=end, value=value, extra=extra))
     return out
 
 

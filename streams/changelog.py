@@ -45,17 +45,17 @@ class ChangelogWriter:
 
 
 def read_partition(consumer: Consumer, topic: str, partition: int, idle: float = 0.3,
-                   timeout: float = 60.0) -> Iterator[Message]:
-    """Every record of one partition, from the beginning to the current end.
+                   timeout: float = 60.0, start: int = OFFSET_BEGINNING) -> Iterator[Message]:
+    """Every record of one partition, from the beginning (or offset ``start``) to the current end.
 
     Tansu reports a high watermark at the start of the last record batch + 1, not the
     true end, so reaching the watermark is not the end: reading goes on until no
     record arrives for ``idle`` seconds. On Apache Kafka the watermark is exact and the
     extra wait is one idle poll.
     """
-    tp = TopicPartition(topic, partition, OFFSET_BEGINNING)
+    tp = TopicPartition(topic, partition, start)
     low, high = consumer.get_watermark_offsets(tp, timeout=10)
-    if high <= low:
+    if high <= max(low, start):
         return
     consumer.assign([tp])
     deadline = time.monotonic() + timeout

@@ -185,11 +185,17 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from streams.evaluate import evaluate, write_csv, write_json
+    from streams.evaluate import evaluate, write_avro, write_csv, write_json
     from streams.indicator_report import snapshots_for
 
     settings = settings_from(args, mode=DEV)
+    if args.format == "avro" and not args.out:
+        raise ConfigError("--format avro needs --out FILE")
     result = evaluate(Path(args.events), settings)
+    if args.format == "avro":
+        written = write_avro(result, Path(args.out))
+        print(f"{result.events} events, {result.accepted} accepted, {written} observations -> {args.out}")
+        return 0
     snapshots = snapshots_for(result, settings)
     text = write_json(result, snapshots) if args.format == "json" else write_csv(snapshots)
     if args.out:
@@ -300,8 +306,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = add("evaluate", cmd_evaluate, "Compute the indicators from an Avro event file, without a broker.")
     p.add_argument("--events", required=True, help="Avro container file of ClinicalEvents (rwe simulate --out)")
-    p.add_argument("--format", choices=["json", "csv"], default="json")
+    p.add_argument("--format", choices=["json", "csv", "avro"], default="json",
+                   help="json: summary, indicators and observations; csv: indicators; avro: the observations "
+                   "as an Avro container of OutcomeObservations (for rwe calibrate; needs --out)")
     p.add_argument("--out", default=None, help="write here instead of standard output")
+
+    from streams import calibration_command
+
+    p = add("calibrate", lambda a: calibration_command.run(a, settings_from(a)),
+            "Fit the catalogue's risk models on a reference period of observations and report calibration.")
+    calibration_command.add_arguments(p)
 
     p = add("config", cmd_config, "Show the effective settings (secrets masked).")
     p.add_argument("--table", action="store_true", help="also print every setting as a Markdown table")

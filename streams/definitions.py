@@ -2,7 +2,8 @@
 
 One TOML file per disease area; each ``[indicator.<id>]`` table declares a *shape*
 (death, readmission, length_of_stay, event, lab_rise, score_drop, value_at) and the
-shape's parameters, so a new indicator or condition of a known shape needs no code.
+shape's parameters, so a new indicator or condition of a known shape needs no code,
+and optionally a risk model over its covariates (``streams/risk.py``).
 Loading validates everything and fails with one line naming file, indicator and
 field. The catalogue version (declared version + content digest) travels with every
 observation and snapshot.
@@ -20,6 +21,7 @@ from typing import Any
 
 from streams.codes import CodeMap
 from streams.errors import ConfigError
+from streams.risk import RiskModel, parse_model
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "catalogue" / "indicators"
 CATALOGUE_VERSION = "2026.11.1"
@@ -41,7 +43,7 @@ CONTINUOUS_SHAPES = frozenset({"length_of_stay", "value_at"})
 INDEX_RULES = ("every", "first")
 CREDITS = ("admitting_site", "discharging_site", "index_site")
 COMMON_KEYS = {"title", "shape", "kind", "unit", "index", "horizon_days", "index_rule", "credit", "outcome_doc",
-               "exclusions", "covariates", "outcome"}
+               "exclusions", "covariates", "outcome", "risk"}
 PARAM_KEYS = {"lab", "threshold", "after_days", "drop", "baseline_before_days", "baseline_after_days", "prom",
               "window_days"}
 SELECTOR_KEYS = {"event", "concepts", "stay_concepts", "admission_types", "dispositions", "labs_all",
@@ -80,6 +82,7 @@ class Indicator:
     covariates: tuple[str, ...] = ()
     outcome_doc: str = ""
     exclusions: tuple[str, ...] = ()
+    risk: RiskModel | None = None  # expected outcome from the case mix (streams/risk.py)
     file: str = ""
 
     @property
@@ -126,7 +129,7 @@ class Indicator:
             "credit": self.credit, "outcome": self.outcome_doc,
             **({"outcome_selector": _selector_text(self.outcome)} if self.outcome else {}),
             **dict(self.params), "exclusions": list(self.exclusions), "covariates": list(self.covariates),
-            "file": self.file,
+            "risk": self.risk.describe() if self.risk else None, "file": self.file,
         }
 
 
@@ -266,11 +269,12 @@ def _indicator(file: str, area: str, ind_id: str, spec: Any, known: frozenset[st
             raise fail("covariates", f"unknown covariate {cov!r} (names: {', '.join(COVARIATE_NAMES)}, "
                        "or lab:<lab>[:log])")
     exclusions = spec.get("exclusions", [])
+    risk = parse_model(spec["risk"], kind == "continuous", tuple(covariates), fail) if "risk" in spec else None
     return Indicator(
         id=ind_id, area=area, title=str(spec["title"]), shape=shape, kind=kind, unit=spec.get("unit"),
         index=index, horizon_days=float(horizon), index_rule=index_rule, credit=credit, outcome=outcome,
         params=params, covariates=tuple(covariates), outcome_doc=str(spec.get("outcome_doc", "")),
-        exclusions=tuple(exclusions), file=file)
+        exclusions=tuple(exclusions), risk=risk, file=file)
 
 
 def _selector(raw: Any, where: str, known: frozenset[str], fail: Any) -> EventSelector:

@@ -33,11 +33,19 @@ def metric_total(registry: CollectorRegistry, name: str, **match: str) -> float:
 
 
 def cell_text(snapshot: dict[str, Any] | None, network: dict[str, Any] | None) -> Text:
-    """One indicator value: proportion with interval, or mean; flagged against the network."""
+    """One indicator value: proportion with interval, or mean; flagged against the network;
+    under it the risk-adjusted O/E ratio when the catalogue has a model."""
     if snapshot is None:
         return Text("-", style="dim")
     if snapshot["suppressed"]:
         return Text("suppressed", style="dim italic")
+    text = _value_text(snapshot, network)
+    if snapshot.get("observed_expected") is not None:
+        text.append(f"\nO/E {snapshot['observed_expected']:.2f}", style="dim")
+    return text
+
+
+def _value_text(snapshot: dict[str, Any], network: dict[str, Any] | None) -> Text:
     n = snapshot["denominator"]
     if snapshot["kind"] == "PROPORTION":
         if snapshot["proportion"] is None:
@@ -110,7 +118,8 @@ class LiveView:
                 table.add_row(*row)
             parts.append(table)
         parts.append(Text("red: site's 95 % interval lies above the network rate; green: below. "
-                          "Continuous: mean (median). Small cells are suppressed. ALERT: an open CUSUM or "
+                          "Continuous: mean (median). O/E: observed over expected for the case mix "
+                          "(catalogue risk models). Small cells are suppressed. ALERT: an open CUSUM or "
                           "funnel alert for a worse outcome.", style="dim"))
         parts.append(alerts_table(alerts))
         return Group(*parts)

@@ -8,7 +8,7 @@ Rules (product decisions, k = ``settings.min_cell_count``):
   its numerator or its denominator - numerator (the patients *without* the
   outcome) is small; a continuous one when its denominator is small. A suppressed
   snapshot has ``suppressed = true`` and denominator, numerator, proportion,
-  interval, mean, median, SD and expected all null.
+  interval, mean, median, SD, expected and O/E all null.
 * ``pending`` and ``excluded`` are nulled one by one when small (the snapshot
   itself may still be published).
 * Complementary suppression, per indicator x window, over the tree NETWORK <-
@@ -27,7 +27,7 @@ Rules (product decisions, k = ``settings.min_cell_count``):
   complement because a zero is weak cover: other published facts can show it is 0.
 * Rounding (``settings.cell_rounding`` = r > 0, EHDEN style): every published
   count is rounded *up* to a multiple of r (0 stays 0). The proportion, interval,
-  mean, median, SD and expected still come from the true counts, so rounding only
+  mean, median, SD, expected and O/E still come from the true counts, so rounding only
   obscures counts; suppression is what protects small cells.
 
 Not covered: differencing across windows or across successive snapshots of one key
@@ -44,7 +44,7 @@ Key = tuple[str, str]
 """(scope, scope_id) of one cell in one indicator x window."""
 
 ESTIMATE_FIELDS = ("denominator", "numerator", "proportion", "ci_low", "ci_high", "mean", "median", "sd",
-                   "expected")
+                   "expected", "observed_expected")
 COUNT_FIELDS = ("denominator", "numerator", "pending", "excluded")
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
 
+from streams.collector import MonitorSource, OutcomeCollector, SnapshotSource
+from streams.definitions import load_catalogue
 from streams.metrics import EngineMetrics
 from streams.runner import Stage, StageRunner, consumer_config
 from streams.settings import Settings
@@ -34,6 +36,7 @@ class Engine:
     key: bytes = b""
     dev_key: bool = False
     metrics: EngineMetrics = field(default_factory=EngineMetrics)
+    collector: OutcomeCollector | None = None
 
     @classmethod
     def create(cls, settings: Settings) -> Engine:
@@ -53,7 +56,18 @@ class Engine:
             raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
         module = importlib.import_module(f"agents.{name}")
         stage: Stage = module.build(self)
+        self._expose(stage)
         return stage
+
+    def _expose(self, stage: Stage) -> None:
+        """Let /metrics read the stage's in-process results (indicator snapshots, monitor
+        readings) at scrape time; the collector is registered with the first such stage."""
+        if not isinstance(stage, SnapshotSource | MonitorSource):
+            return
+        if self.collector is None:
+            self.collector = OutcomeCollector(load_catalogue(), self.sites)
+            self.metrics.registry.register(self.collector)
+        self.collector.attach(stage)
 
 
 class Worker:

@@ -8,6 +8,7 @@ A separate driver over the same pure rules as the stream: normalisation
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import secrets
@@ -16,12 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streams import schemas
+from streams.avro_writer import write_container
 from streams.clinical import ClinicalNormaliser
 from streams.clock import now_us
 from streams.codes import CodeMap
 from streams.dedupe import NEW, DedupeStore, content_digest
 from streams.definitions import Catalogue, load_catalogue
 from streams.dlq import Rejected
+from streams.errors import ConfigError
 from streams.outcomes import LATE, OutcomeTracker, observation_record
 from streams.producer import read_events
 from streams.pseudonym import Pseudonymiser
@@ -95,11 +99,22 @@ def write_json(result: Evaluation, snapshots: list[dict[str, Any]]) -> str:
     return json.dumps(body, indent=1, sort_keys=True)
 
 
+def write_avro(result: Evaluation, path: Path) -> int:
+    """The observations as an Avro container of OutcomeObservations (input of ``rwe calibrate``)."""
+    records = sorted(result.observations.values(), key=lambda o: o["observation_id"])
+    marker = hashlib.sha256(f"rwe-evaluate:{result.catalogue_version}".encode()).digest()[:16]
+    try:
+        with path.open("wb") as out:
+            return write_container(out, schemas.OUTCOME_OBSERVATION, records, sync_marker=marker)
+    except OSError as exc:
+        raise ConfigError(f"cannot write {path}: {exc.strerror}") from None
+
+
 def write_csv(snapshots: list[dict[str, Any]]) -> str:
     buf = io.StringIO()
     columns = ["indicator", "area", "scope", "scope_id", "window_days", "as_of", "suppressed", "denominator",
                "numerator", "pending", "excluded", "proportion", "ci_low", "ci_high", "mean", "median", "sd",
-               "catalogue_version"]
+               "expected", "observed_expected", "catalogue_version"]
     writer = csv.DictWriter(buf, columns, extrasaction="ignore")
     writer.writeheader()
     writer.writerows(snapshots)

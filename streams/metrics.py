@@ -8,6 +8,7 @@ encounter id.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
@@ -59,12 +60,16 @@ class EngineMetrics:
                                    "lateness): counted, not applied.", ["stage"], registry=r)
         self.observations = Counter(f"{p}_observations", "Outcome observations published, by status.",
                                     ["indicator", "status"], registry=r)
+        self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records on an assigned input partition after the "
+                                  "group's committed offset (librdkafka statistics).",
+                                  ["stage", "topic", "partition"], registry=r)
         self.watermark = Gauge(f"{p}_event_time_watermark_seconds", "Largest event time seen (UTC epoch s).",
                                ["stage"], registry=r)
 
     def site_label(self, site_id: str | None) -> str:
         return site_id if site_id in self.sites else OTHER_SITE
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> None:
-        """Expose /metrics on ``addr:port`` in a daemon thread."""
-        start_http_server(port, addr=addr, registry=self.registry)
+    def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
+        """Expose /metrics on ``addr:port`` in a daemon thread; ``shutdown()`` the result to stop."""
+        server, _thread = start_http_server(port, addr=addr, registry=self.registry)
+        return server

@@ -16,26 +16,33 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-from streams.ascertainment import EXCLUDED, OPEN, Observation, ascertain, next_deadline, transfer_deadlines
+from streams.ascertainment import (
+    EXCLUDED,
+    OPEN,
+    Observation,
+    ascertain,
+    complete,
+    next_deadline,
+    transfer_deadlines,
+)
 from streams.definitions import Catalogue, Indicator
+from streams.risk import expected_for
 from streams.sites import Site
-from streams.timeline import DAY_US, Fact, PatientTimeline, fact_from_event
+from streams.timeline import (
+    DAY_US,
+    Fact,
+    PatientTimeline,
+    Published,
+    fact_from_event,
+    frozen_demographics,
+    frozen_sizes,
+)
 
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """What was last published for an observation: enough to retract it."""
-
-    signature: int
-    site: str
-    index_time: int
-    horizon_end: int
+HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
 
 
 def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, Site]) -> dict[str, Any]:
@@ -47,7 +54,8 @@ def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, 
         "catalogue_version": catalogue.version, "site_id": obs.site,
         "region": site.region if site else "unknown", "country": site.country if site else "unknown",
         "status": obs.status, "index_time": obs.index_time, "horizon_end": obs.horizon_end,
-        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value, "expected": None,
+        "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value,
+        "expected": expected_for(ind.risk, obs.status, obs.covariates),
         "exclusion": obs.exclusion, "covariates": dict(obs.covariates),
     }
 
@@ -75,17 +83,22 @@ def signature(obs: Observation) -> int:
 class OutcomeTracker:
     """Patient timelines and their observations for one partition."""
 
-    def __init__(self, catalogue: Catalogue, lateness_us: int) -> None:
+    def __init__(self, catalogue: Catalogue, lateness_us: int, hot_patients: int = HOT_PATIENTS) -> None:
         self.catalogue = catalogue
         self.lateness_us = lateness_us
         self.retention_us = catalogue.max_horizon_us + LOOKBACK_US + lateness_us
         self.max_seen = 0
-        self.patients: dict[str, PatientTimeline] = {}
-        self.published: dict[str, dict[str, Published]] = {}
+        # Patients being evaluated are PatientTimelines; the rest are frozen (bytes).
+        self.patients: dict[str, PatientTimeline | bytes] = {}
         self._relevant = catalogue.relevant_concepts()
         self._proms = catalogue.prom_keys()
         self._dirty: set[str] = set()
-        self._wake: dict[int, set[str]] = {}
+        self._touched: set[str] = set()  # thawed by this batch's events
+        # Thawed patients, least recently touched first: the oldest are frozen past ``hot_patients``
+        # (a stay's events come days apart, so a recent patient is likely to be touched again).
+        self._hot_order: dict[str, None] = {}
+        self.hot_patients = hot_patients
+        self._wake: dict[int, list[str]] = {}  # day -> patients to look at again (repeats harmless)
         self._woken_through = -1
         # changelog bookkeeping: what this batch changed, per patient
         self._new_facts: dict[str, list[Fact]] = {}
@@ -108,13 +121,14 @@ class OutcomeTracker:
             return LATE
         self.max_seen = max(self.max_seen, time)
         pseudonym = event["patient_pseudonym"]
-        tl = self.patients.get(pseudonym)
         fact = fact_from_event(event, self._relevant, self._proms)
+        tl = self._hot(pseudonym)
         if tl is None:
             if fact is None:
                 return IGNORED
             tl = self.patients[pseudonym] = PatientTimeline()
             self._evicted.discard(pseudonym)
+        self._touched.add(pseudonym)
         if tl.note_demographics(event["birth_year"], event["sex"]):
             self._demographics_changed.add(pseudonym)
         if fact is None:
@@ -132,23 +146,25 @@ class OutcomeTracker:
         today = watermark // DAY_US
         woken: set[str] = set()
         for day in [d for d in self._wake if d <= today]:
-            woken |= self._wake.pop(day)
+            woken.update(self._wake.pop(day))
         if self._everyone:
             woken |= self._dirty
             self._everyone = False
         changed: list[Observation] = []
         for pseudonym in self._dirty | woken:
-            tl = self.patients.get(pseudonym)
+            tl = self._hot(pseudonym)
             if tl is not None:
                 changed.extend(self._evaluate(pseudonym, tl, watermark, pseudonym in woken))
+        self._cool(self._touched | self._dirty | woken)
         self._dirty.clear()
+        self._touched.clear()
         self._woken_through = max(self._woken_through, today)
         return changed
 
     def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int, woken: bool) -> list[Observation]:
         cutoff = watermark - self.retention_us
-        published = self.published.setdefault(pseudonym, {})
-        current: dict[str, Observation] = {}
+        published = tl.published
+        current: dict[str, tuple[Observation, Indicator]] = {}
         next_wake: int | None = None
         evaluated: set[str] = set()
         settled, new = tl.settled, tl.new
@@ -161,10 +177,10 @@ class OutcomeTracker:
             if not everything and not any(ind.triggered_by(f.kind, f.concepts) for f in new or ()):
                 continue  # the new facts cannot change it (a wake-up looks again when due)
             evaluated.add(ind.id)
-            observations = ascertain(ind, tl, watermark)
+            observations = ascertain(ind, tl, watermark, with_covariates=False)
             final = ind.index_rule == "first" and bool(observations)
             for obs in observations:
-                current[obs.observation_id] = obs
+                current[obs.observation_id] = (obs, ind)
                 if obs.status == OPEN:
                     final = False
                     deadline = next_deadline(obs, ind)
@@ -179,14 +195,14 @@ class OutcomeTracker:
             if deadline > watermark:
                 next_wake = deadline if next_wake is None else min(next_wake, deadline)
         out = []
-        for obs_id, obs in current.items():
+        for obs_id, (obs, ind) in current.items():
             sig = signature(obs)
             before = published.get(obs_id)
             if before is None or before.signature != sig:
                 record = Published(sig, obs.site, obs.index_time, obs.horizon_end)
                 published[obs_id] = record
                 self._new_published.setdefault(pseudonym, {})[obs_id] = record
-                out.append(obs)
+                out.append(complete(obs, ind, tl))
         for obs_id, before in list(published.items()):
             if obs_id in current or obs_id.split(":", 1)[0] not in evaluated:
                 continue
@@ -201,14 +217,15 @@ class OutcomeTracker:
         # Everything indexed before the cutoff is final by now (retention > horizon + lateness):
         # forget it, and the facts only it needed.
         tl.drop_before(cutoff)
+        tl.forget_derived()  # rebuilt when next needed: new facts invalidate it anyway
         for obs_id in [k for k, v in published.items() if v.index_time < cutoff]:
             del published[obs_id]
         if next_wake is not None:
-            self._wake.setdefault(max(next_wake // DAY_US, self._woken_through + 1), set()).add(pseudonym)
+            self._wake.setdefault(max(next_wake // DAY_US, self._woken_through + 1), []).append(pseudonym)
         elif tl.facts and tl.facts[-1].time < cutoff + DAY_US:
             self._evict(pseudonym)
         elif tl.facts:  # look again when the newest fact leaves the retention
-            self._wake.setdefault((tl.facts[-1].time + self.retention_us) // DAY_US + 1, set()).add(pseudonym)
+            self._wake.setdefault((tl.facts[-1].time + self.retention_us) // DAY_US + 1, []).append(pseudonym)
         else:
             self._evict(pseudonym)
         return out
@@ -225,9 +242,29 @@ class OutcomeTracker:
                     not sel.stay_concepts and sel.event in kinds and (not sel.concepts or concepts & sel.concepts)):
                 yield ind
 
+    def _cool(self, touched: set[str]) -> None:
+        """Note ``touched`` as most recently used; freeze the least recently used past the limit."""
+        order, patients = self._hot_order, self.patients
+        for pseudonym in touched:
+            order.pop(pseudonym, None)
+            if isinstance(patients.get(pseudonym), PatientTimeline):
+                order[pseudonym] = None
+        while len(order) > self.hot_patients:
+            pseudonym = next(iter(order))
+            del order[pseudonym]
+            entry = patients.get(pseudonym)
+            if isinstance(entry, PatientTimeline):
+                patients[pseudonym] = entry.freeze()
+
+    def _hot(self, pseudonym: str) -> PatientTimeline | None:
+        """The patient's timeline, thawed if it was frozen; None if unknown."""
+        tl = self.patients.get(pseudonym)
+        if isinstance(tl, bytes):
+            tl = self.patients[pseudonym] = PatientTimeline.thaw(tl)
+        return tl
+
     def _evict(self, pseudonym: str) -> None:
         self.patients.pop(pseudonym, None)
-        self.published.pop(pseudonym, None)
         self._evicted.add(pseudonym)
 
     def flush_all(self) -> list[Observation]:
@@ -257,17 +294,22 @@ class OutcomeTracker:
         names = sorted(self.patients)
         records = []
         for i in range(0, max(len(names), 1), chunk):
-            patients = [self._change(p, False, self.patients[p].facts, self.published.get(p, {}))
-                        for p in names[i:i + chunk]]
+            patients = [self._snapshot_change(p) for p in names[i:i + chunk]]
             records.append({"snapshot": i == 0, "max_seen": self.max_seen, "patients": patients})
         return records
 
+    def _snapshot_change(self, pseudonym: str) -> dict[str, Any]:
+        entry = self.patients[pseudonym]
+        tl = PatientTimeline.thaw(entry) if isinstance(entry, bytes) else entry
+        return self._change(pseudonym, False, tl.facts, tl.published)
+
     def _change(self, pseudonym: str, evicted: bool, facts: Iterable[Fact],
                 published: dict[str, Published]) -> dict[str, Any]:
-        tl = self.patients.get(pseudonym)
+        entry = self.patients.get(pseudonym)
+        birth_year, male = (frozen_demographics(entry) if isinstance(entry, bytes)
+                            else (entry.birth_year, entry.male) if entry is not None else (None, None))
         return {
-            "pseudonym": pseudonym, "evicted": evicted,
-            "birth_year": tl.birth_year if tl else None, "male": tl.male if tl else None,
+            "pseudonym": pseudonym, "evicted": evicted, "birth_year": birth_year, "male": male,
             "facts": [{"time": f.time, "kind": f.kind, "site": f.site, "ref": f.ref, "concepts": sorted(f.concepts),
                        "value": f.value, "attr": f.attr, "key": f.key} for f in facts],
             "published": [{"id": k, "signature": v.signature, "site": v.site, "index_time": v.index_time,
@@ -278,15 +320,15 @@ class OutcomeTracker:
         """Replay one changelog record into the tracker."""
         if record["snapshot"]:
             self.patients.clear()
-            self.published.clear()
         self.max_seen = max(self.max_seen, record["max_seen"])
         for change in record["patients"]:
             p = change["pseudonym"]
             if change["evicted"]:
                 self.patients.pop(p, None)
-                self.published.pop(p, None)
                 continue
-            tl = self.patients.setdefault(p, PatientTimeline())
+            tl = self._hot(p)
+            if tl is None:
+                tl = self.patients[p] = PatientTimeline()
             if change["birth_year"] is not None:
                 tl.birth_year = change["birth_year"]
             if change["male"] is not None:
@@ -294,7 +336,7 @@ class OutcomeTracker:
             for f in change["facts"]:
                 tl.add(Fact(f["time"], f["kind"], f["site"], f["ref"], frozenset(f["concepts"]), f["value"],
                             f["attr"], f["key"]))
-            published = self.published.setdefault(p, {})
+            published = tl.published
             for rec in change["published"]:
                 published[rec["id"]] = Published(rec["signature"], rec["site"], rec["index_time"],
                                                  rec["horizon_end"])
@@ -303,9 +345,15 @@ class OutcomeTracker:
         """After replaying the changelog: nothing is pending, every patient is re-examined."""
         self._new_facts, self._new_published = {}, {}
         self._demographics_changed, self._evicted = set(), set()
+        self._hot_order.clear()
+        for p, tl in self.patients.items():
+            if isinstance(tl, PatientTimeline):
+                tl.new = None  # replayed facts are not news: the re-examination looks at everything
+                self.patients[p] = tl.freeze()
         self.pending_restore = bool(self.patients)
 
     def stats(self) -> tuple[int, int, int]:
         """(patients, facts, published observations) held."""
-        return (len(self.patients), sum(len(t.facts) for t in self.patients.values()),
-                sum(len(p) for p in self.published.values()))
+        sizes = [frozen_sizes(t) if isinstance(t, bytes) else (len(t.facts), len(t.published))
+                 for t in self.patients.values()]
+        return len(self.patients), sum(f for f, _p in sizes), sum(p for _f, p in sizes)

@@ -24,7 +24,9 @@ network) is computed here. Product decisions:
   EXCLUDED (not superseded). Proportion with a Wilson 95 % interval; continuous:
   mean, median, sample SD (ddof 1, null when n < 2) of ``value``. ``expected`` is the
   sum of ``expected`` when every FINAL observation in the window has one (null when
-  the denominator is 0 or one is missing).
+  the denominator is 0 or one is missing), and ``observed_expected`` the O/E ratio:
+  events (proportions) or summed values (continuous) over that sum, null when the
+  expected sum is null or not positive.
 * **Median only for rolling windows.** The cumulative window has no median: an
   exact one would keep every value forever, and a sampled one would make published
   numbers depend on arrival order and restarts. Cumulative mean and SD are exact.
@@ -500,8 +502,13 @@ def _estimates(t: Tally, continuous: bool, values: Iterable[float] | None) -> di
     out: dict[str, Any] = {
         "denominator": den, "numerator": None, "pending": t[PEND], "excluded": t[EXCL],
         "proportion": None, "ci_low": None, "ci_high": None, "mean": None, "median": None, "sd": None,
-        "expected": to_float(t[SEXP]) if den > 0 and t[NEXP] == den else None,
+        "expected": None, "observed_expected": None,
     }
+    if den > 0 and t[NEXP] == den:
+        out["expected"] = to_float(t[SEXP])
+        # observed / expected: events over expected events, or summed values over summed expected values
+        observed = t[SV] if continuous else exact(float(t[NUM]))
+        out["observed_expected"] = observed / t[SEXP] if t[SEXP] > 0 else None
     if continuous:
         out["mean"] = mean_of_sum(t[SV], den)
         out["sd"] = sd_of_sums(t[SV], t[SV2], den)

@@ -74,6 +74,8 @@ class Settings:
                                   "(EHDEN: 100); 0 is off.", default=0)
     allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
                                        "e.g. 2d.", default=2 * 86400.0)
+    hot_patients: int = _setting("RWE_HOT_PATIENTS", "Patients per partition the ascertain stage keeps "
+                                 "unpacked between batches (more: less CPU, more memory).", default=1000)
     dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
                                      "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
@@ -99,6 +101,9 @@ class Settings:
     feed_dlq_rate: float = _setting("RWE_FEED_DLQ_RATE", "Share of a site's records dead-lettered (over "
                                     "its last 24 buckets) that raises an alert.", default=0.05)
     metrics_port: int = _setting("RWE_METRICS_PORT", "Port of the /metrics endpoint; 0 is off.", default=9464)
+    consumer_lag_interval: float = _setting(
+        "RWE_CONSUMER_LAG_INTERVAL", "How often rwe_consumer_lag is refreshed (librdkafka statistics); "
+        "0 is off.", default=5.0)
     metrics_host: str = _setting("RWE_METRICS_HOST", "Address /metrics listens on; 0.0.0.0 in a container.",
                                  default="127.0.0.1")
     log_level: str = _setting("RWE_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
@@ -130,11 +135,14 @@ class Settings:
         if not re.match(r"^[A-Za-z0-9._-]*$", self.topic_prefix):
             raise ConfigError(f"RWE_TOPIC_PREFIX {self.topic_prefix!r} may hold only letters, digits, . _ -")
         for name, minimum in (("partitions", 1), ("replication_factor", 1), ("batch_size", 1),
-                              ("min_cell_count", 1), ("session_timeout_ms", 1000)):
+                              ("min_cell_count", 1), ("session_timeout_ms", 1000),
+                              ("hot_patients", 0)):
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{_env_of(name)} must be at least {minimum}, not {getattr(self, name)}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
+        if self.consumer_lag_interval < 0:
+            raise ConfigError(f"RWE_CONSUMER_LAG_INTERVAL must not be negative, not {self.consumer_lag_interval}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RWE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
         if self.monitor_arl0 < 10:

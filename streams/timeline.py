@@ -6,12 +6,21 @@ deaths, and events carrying a catalogue concept or a tracked questionnaire), so 
 state per active patient stays small. Facts are kept sorted by (time, key); the key
 is a 64-bit digest of (site, event id), so a redelivered event is recognised and
 changes nothing.
+
+Between evaluations a patient is *frozen*: facts, published-observation records,
+settled indicators and demographics packed into one bytes object
+(:meth:`PatientTimeline.freeze`), kinds, sites, attributes, concept sets and indicator
+ids as codes into a process-wide table. Frozen, a patient costs a few hundred bytes
+instead of ~3-4 KiB of objects; the tracker thaws a patient when an event or a
+deadline touches it and freezes it again after the batch. Packed bytes never leave the
+process (the changelog has its own, process-independent records).
 """
 
 from __future__ import annotations
 
 import bisect
 import hashlib
+import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
@@ -36,22 +45,28 @@ def event_key(site_id: str, event_id: str) -> int:
     return int.from_bytes(digest, signed=True)
 
 
-# Facts share their small immutable parts: kinds, sites, attributes and concept sets come
-# from small finite sets, and one copy each (instead of one per fact) is most of the
-# difference between ~3.4 and ~1 KiB of memory per patient.
-_SHARED: dict[Any, Any] = {}
+class _Codes:
+    """Small immutable values (kinds, sites, attributes, concept sets, indicator ids) and
+    their process-wide codes: a fact refers to one shared copy of each."""
+
+    def __init__(self) -> None:
+        self.code: dict[Any, int] = {None: 0}
+        self.values: list[Any] = [None]
+
+    def __call__(self, value: Any) -> int:
+        found = self.code.get(value)
+        if found is None:
+            found = self.code[value] = len(self.values)
+            self.values.append(value)
+        return found
+
+    def shared(self, value: Any) -> Any:
+        return self.values[self(value)]
+
+
+_CODES = _Codes()
 NO_CONCEPTS: frozenset[str] = frozenset()
-
-
-def _shared(value: Any) -> Any:
-    if value is None:
-        return None
-    found = _SHARED.get(value)
-    if found is None:
-        if len(_SHARED) > 100_000:  # a runaway value space (not expected): start afresh
-            _SHARED.clear()
-        found = _SHARED[value] = value
-    return found
+_YEARS: dict[int, int] = {}
 
 
 def fact_from_event(event: dict[str, Any], relevant: frozenset[str],
@@ -75,8 +90,45 @@ def fact_from_event(event: dict[str, Any], relevant: frozenset[str],
         return None
     if kind == "DIAGNOSIS" and not concepts:
         return None
-    return Fact(event["event_time"], _shared(kind), _shared(event["site_id"]), event["encounter_pseudonym"],
-                _shared(concepts), value, _shared(attr), event_key(event["site_id"], event["event_id"]))
+    shared = _CODES.shared
+    return Fact(event["event_time"], shared(kind), shared(event["site_id"]), event["encounter_pseudonym"],
+                shared(concepts), value, shared(attr), event_key(event["site_id"], event["event_id"]))
+
+
+class Published(NamedTuple):
+    """What was last published for an observation: enough to retract it."""
+
+    signature: int
+    site: str
+    index_time: int
+    horizon_end: int
+
+
+# Packed layout: header, encounter pseudonyms (length-prefixed UTF-8), then records.
+_HEADER = struct.Struct("<IIIIhb")  # facts, published, settled, refs, birth year (-1: unknown), male (-1: unknown)
+_FACT = struct.Struct("<qqdHI?")  # time, key, value, (kind, site, attr, concepts) code, ref index, has value
+_PUBLISHED = struct.Struct("<HQqHqq")  # indicator, observation key, signature, site, index time, horizon end
+_SETTLED = struct.Struct("<Hq")  # indicator, index time
+NO_REF = 0xFFFFFFFF
+
+
+def _code(value: Any) -> int:
+    code = _CODES(value)
+    if code > 0xFFFF:  # kinds, sites, attributes, concept sets and indicators are finite sets
+        raise OverflowError(f"more than 65,535 distinct fact attributes: {value!r}")
+    return code
+
+
+def frozen_demographics(packed: bytes) -> tuple[int | None, bool | None]:
+    """(birth year, male) of a frozen timeline, without thawing it."""
+    *_counts, birth_year, male = _HEADER.unpack_from(packed)
+    return (None if birth_year < 0 else birth_year), (None if male < 0 else male == 1)
+
+
+def frozen_sizes(packed: bytes) -> tuple[int, int]:
+    """(facts, published observations) of a frozen timeline."""
+    n_facts, n_published, *_rest = _HEADER.unpack_from(packed)
+    return n_facts, n_published
 
 
 @dataclass(slots=True)
@@ -121,7 +173,8 @@ class Hospitalisation:
 
 
 class PatientTimeline:
-    """Facts of one patient, sorted, plus what the engine has published about them."""
+    """Facts of one patient, sorted, and what was published about them (the hot form;
+    :meth:`freeze` packs it)."""
 
     __slots__ = ("_derived", "birth_year", "facts", "male", "new", "published", "settled")
 
@@ -135,10 +188,67 @@ class PatientTimeline:
         # indicator -> index time of its final observation, for ``first``-rule indicators:
         # only a fact dated at or before that index time can change them again
         self.settled: dict[str, int] | None = None
+        # observation id -> what was last published for it
+        self.published: dict[str, Published] = {}
         self.birth_year: int | None = None
         self.male: bool | None = None
-        # observation id -> digest of the last record published for it
-        self.published: dict[str, int] = {}
+
+    # --- frozen form ----------------------------------------------------------
+    def freeze(self) -> bytes:
+        """Everything in one bytes object (see the module docstring); :meth:`thaw` reverses it."""
+        refs: dict[str, int] = {}
+        facts = []
+        fact = _FACT.pack
+        codes = _CODES.code
+        for f in self.facts:
+            ref = NO_REF if f.ref is None else refs.setdefault(f.ref, len(refs))
+            shared = (f.kind, f.site, f.attr, f.concepts)
+            code = codes.get(shared)
+            if code is None:
+                code = _code(shared)
+            facts.append(fact(f.time, f.key, 0.0 if f.value is None else f.value, code, ref, f.value is not None))
+        parts = [_HEADER.pack(len(self.facts), len(self.published), len(self.settled or ()), len(refs),
+                              -1 if self.birth_year is None else self.birth_year,
+                              -1 if self.male is None else int(self.male))]
+        for name in refs:
+            encoded = name.encode()
+            parts.append(struct.pack("<H", len(encoded)) + encoded)
+        parts += facts
+        for obs_id, p in self.published.items():
+            indicator, key = obs_id.split(":", 1)
+            parts.append(_PUBLISHED.pack(_code(indicator), int(key, 16), p.signature, _code(p.site), p.index_time,
+                                         p.horizon_end))
+        for indicator, time in (self.settled or {}).items():
+            parts.append(_SETTLED.pack(_code(indicator), time))
+        return b"".join(parts)
+
+    @classmethod
+    def thaw(cls, packed: bytes) -> PatientTimeline:
+        """The timeline :meth:`freeze` packed."""
+        tl = cls()
+        values = _CODES.values
+        n_facts, n_published, _settled, n_refs, birth_year, male = _HEADER.unpack_from(packed)
+        pos = _HEADER.size
+        refs = []
+        for _ in range(n_refs):
+            (size,) = struct.unpack_from("<H", packed, pos)
+            refs.append(packed[pos + 2:pos + 2 + size].decode())
+            pos += 2 + size
+        end = pos + n_facts * _FACT.size
+        facts = []
+        for time, key, value, code, ref, has_value in _FACT.iter_unpack(packed[pos:end]):
+            kind, site, attr, concepts = values[code]
+            facts.append(Fact(time, kind, site, None if ref == NO_REF else refs[ref], concepts,
+                              value if has_value else None, attr, key))
+        tl.facts = facts
+        pos, end = end, end + n_published * _PUBLISHED.size
+        tl.published = {f"{values[indicator]}:{key:016x}": Published(signature, values[site], index_time, horizon_end)
+                        for indicator, key, signature, site, index_time, horizon_end
+                        in _PUBLISHED.iter_unpack(packed[pos:end])}
+        tl.settled = {values[indicator]: time for indicator, time in _SETTLED.iter_unpack(packed[end:])} or None
+        tl.birth_year = None if birth_year < 0 else _YEARS.setdefault(birth_year, birth_year)
+        tl.male = None if male < 0 else male == 1
+        return tl
 
     def add(self, fact: Fact) -> bool:
         """Insert a fact; False (nothing changes) when the same event is already here."""
@@ -163,7 +273,7 @@ class PatientTimeline:
     def note_demographics(self, birth_year: int | None, sex: str | None) -> bool:
         changed = False
         if birth_year is not None and self.birth_year is None:
-            self.birth_year, changed = birth_year, True
+            self.birth_year, changed = _YEARS.setdefault(birth_year, birth_year), True
         if sex in ("MALE", "FEMALE") and self.male is None:
             self.male, changed = sex == "MALE", True
         return changed
@@ -174,6 +284,9 @@ class PatientTimeline:
         if i:
             del self.facts[:i]
             self._derived = None
+
+    def forget_derived(self) -> None:
+        self._derived = None
 
     def stays(self) -> list[Stay]:
         """Stays (by encounter) with an admission, in admission order; callers must not mutate them."""

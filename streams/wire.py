@@ -16,6 +16,7 @@ exception escapes :meth:`Decoder.decode`, whatever the bytes.
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import struct
@@ -25,7 +26,7 @@ from typing import Any, BinaryIO
 
 import fastavro
 
-from streams import avro_writer, schemas
+from streams import avro_codegen, avro_writer, schemas
 from streams.errors import BrokerUnavailable
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
@@ -114,6 +115,7 @@ class Decoder:
     ) -> None:
         self.reader_name = reader_name
         self._reader = schemas.parsed_plain(reader_name)
+        self._fast = _fast_decoder(reader_name)
         self._reader_fp = schemas.crc64_fingerprint(schemas.raw_schema(reader_name))
         self._reader_canonical = schemas.canonical_form(schemas.raw_schema(reader_name))
         self._store = store or SchemaStore()
@@ -171,6 +173,11 @@ class Decoder:
         return self._body(data, 5, writer)
 
     def _body(self, data: bytes, start: int, writer: Any) -> dict[str, Any]:
+        if writer is self._reader and self._fast is not None:
+            fast, end = self._fast(data, start)
+            if end != len(data):
+                raise DecodeError("undecodable", f"{len(data) - end} trailing bytes after the record")
+            return fast
         buf = io.BytesIO(data)
         buf.seek(start)
         reader = None if writer is self._reader else self._reader
@@ -209,13 +216,31 @@ def read_container(fo: BinaryIO, reader_name: str) -> Iterator[dict[str, Any]]:
     writer = _parse_plain(writer_schema)
     same = schemas.canonical_form(writer_schema) == schemas.canonical_form(schemas.raw_schema(reader_name))
     reader = None if same else schemas.parsed_plain(reader_name)
+    fast = _fast_decoder(reader_name) if same else None
     block: Any
     for block in blocks:
         buf = block.bytes_  # a BytesIO of the block, already decompressed
+        if fast is not None:
+            data, pos = buf.getvalue(), 0
+            for _ in range(block.num_records):
+                record, pos = fast(data, pos)
+                yield record
+            if pos != len(data):
+                raise DecodeError("undecodable", "container block has trailing bytes")
+            continue
         for _ in range(block.num_records):
             yield fastavro.schemaless_reader(buf, writer, reader)  # type: ignore[misc]
         if buf.tell() != len(buf.getbuffer()):
             raise DecodeError("undecodable", "container block has trailing bytes")
+
+
+@functools.cache
+def _fast_decoder(reader_name: str) -> Callable[[bytes, int], tuple[dict[str, Any], int]] | None:
+    """The compiled decoder of records written with the reader's own schema, if it covers it."""
+    try:
+        return avro_codegen.compile_decoder(schemas.raw_schema(reader_name))
+    except avro_codegen.Unsupported:
+        return None
 
 
 class Encoder:

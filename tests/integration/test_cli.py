@@ -16,7 +16,7 @@ from streams.settings import Settings
 from streams.topics import create_topics
 
 SUBCOMMANDS = ["demo", "broker", "topics", "worker", "simulate", "publish", "dlq", "registry", "catalogue",
-               "evaluate", "config", "alerts"]
+               "evaluate", "calibrate", "config", "alerts"]
 
 
 def rwe(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -45,6 +45,16 @@ def test_help_everywhere(command: str) -> None:
     (["alerts", "--broker", "127.0.0.1:1"], {}, "cannot reach the broker at 127.0.0.1:1"),
     (["alerts", "--json"], {"RWE_MONITOR_ARL0": "often"}, "RWE_MONITOR_ARL0"),
     (["alerts"], {"RWE_MONITOR_OVERDISPERSION": "lots"}, "RWE_MONITOR_OVERDISPERSION must be none, phi"),
+    (["evaluate", "--events", "x.avro", "--format", "avro"], {}, "--format avro needs --out"),
+    (["calibrate"], {}, "one of the arguments --observations --topic is required"),
+    (["calibrate", "--observations", "/nonexistent.avro"], {}, "cannot read /nonexistent.avro"),
+    (["calibrate", "--observations", "x.avro", "--from-offset", "3"], {}, "--from-offset needs --topic"),
+    (["calibrate", "--observations", "x.avro", "--from", "2025-02-01", "--to", "2025-01-01"], {},
+     "--to 2025-01-01 must be after --from 2025-02-01"),
+    (["calibrate", "--observations", "x.avro", "--from", "soon"], {}, "--from 'soon' is not an ISO date"),
+    (["calibrate", "--observations", "x.avro", "--indicator", "nope"], {}, "unknown indicator 'nope'"),
+    (["calibrate", "--topic", "outcomes.observations", "--broker", "127.0.0.1:1"], {},
+     "cannot reach the broker at 127.0.0.1:1"),
 ])
 def test_user_errors_are_one_line(args: list[str], env: dict[str, str], needle: str) -> None:
     result = rwe(*args, env=env)

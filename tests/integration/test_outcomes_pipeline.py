@@ -31,7 +31,7 @@ pytestmark = pytest.mark.integration
 START = datetime(2022, 1, 1, tzinfo=UTC)
 DAYS = 150
 FIELDS = ("status", "outcome", "value", "exclusion", "closed_time", "index_time", "horizon_end", "site_id",
-          "indicator", "covariates")
+          "indicator", "covariates", "expected")
 
 
 def closing_events(partitions: int) -> list[dict[str, Any]]:
@@ -156,6 +156,8 @@ def test_stream_equals_batch(broker_settings: Callable[..., Settings], feed: tup
     assert len(batch_obs) > 300
     assert {o["status"] for o in batch_obs.values()} <= {"FINAL", "EXCLUDED"}  # the closing events closed all
     assert comparable(stream) == comparable(batch_obs)
+    # Every FINAL observation carries its expected outcome from the catalogue's risk model.
+    assert all(o["expected"] is not None for o in batch_obs.values() if o["status"] == "FINAL")
     indicators = {o["indicator"] for o in batch_obs.values()}
     assert len(indicators) >= 12, sorted(indicators)
     # The published indicators agree too, cell by cell (as_of is when a cell last changed).
@@ -164,6 +166,8 @@ def test_stream_equals_batch(broker_settings: Callable[..., Settings], feed: tup
                    for s in snapshots_for(batch, settings)}
     assert without_as_of(stream_cells) == without_as_of(batch_cells)
     assert sum(1 for s in batch_cells.values() if not s["suppressed"] and s["denominator"]) > 50
+    assert sum(1 for s in stream_cells.values() if s["observed_expected"] is not None) > 50
+    assert all(s["observed_expected"] is None for s in stream_cells.values() if s["suppressed"])
 
 
 def test_redelivery_changes_nothing(broker_settings: Callable[..., Settings], feed: tuple[list[Any], Path]) -> None:

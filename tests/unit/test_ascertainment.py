@@ -9,7 +9,7 @@ import pytest
 
 from streams.ascertainment import EXCLUDED, FINAL, OPEN, Observation, ascertain
 from streams.definitions import Catalogue, load_catalogue
-from streams.timeline import DAY_US, Fact, PatientTimeline
+from streams.timeline import DAY_US, Fact, PatientTimeline, Published, frozen_demographics, frozen_sizes
 
 T0 = int(datetime(2025, 3, 1, 8, 0, tzinfo=UTC).timestamp() * 1_000_000)
 HOUR = 3_600_000_000
@@ -293,3 +293,20 @@ def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -
     tracker.add(event("x", "DEATH", T0 + 3 * DAY_US, encounter_pseudonym=None))
     final = {o.indicator: o for o in tracker.collect()}
     assert (final["hf_mortality_30d"].status, final["hf_mortality_30d"].outcome) == (FINAL, 1)
+
+
+def test_a_frozen_timeline_thaws_to_the_same_facts_and_records() -> None:
+    tl = PatientTimeline()
+    tl.note_demographics(1940, "FEMALE")
+    tl.add(Fact(T0, "ADMISSION", "FI-HUS", "enc-1", frozenset({"heart_failure"}), None, "EMERGENCY", 11))
+    tl.add(Fact(T0 + DAY_US, "LAB_RESULT", "FI-HUS", None, frozenset({"nt_probnp"}), 2500.5, None, -(2**63)))
+    tl.add(Fact(T0 + 2 * DAY_US, "DISCHARGE", "DE-CHA", "enc-1", frozenset(), None, "HOME", 2**63 - 1))
+    tl.published["hf_readmission_30d:ffffffffffffffff"] = Published(-(2**63), "DE-CHA", T0, T0 + 30 * DAY_US)
+    tl.settled = {"af_stroke_1y": T0}
+    packed = tl.freeze()
+    assert frozen_sizes(packed) == (3, 1) and frozen_demographics(packed) == (1940, False)
+    thawed = PatientTimeline.thaw(packed)
+    assert thawed.facts == tl.facts and thawed.published == tl.published
+    assert thawed.settled == {"af_stroke_1y": T0} and (thawed.birth_year, thawed.male) == (1940, False)
+    assert thawed.facts[0].ref is thawed.facts[2].ref  # one copy of the encounter pseudonym
+    assert PatientTimeline.thaw(PatientTimeline().freeze()).facts == []

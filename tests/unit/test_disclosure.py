@@ -123,7 +123,7 @@ def test_complementary_closure_on_a_bare_tree() -> None:
 def test_disclose_nulls_and_rounds() -> None:
     record = {"denominator": 23, "numerator": 0, "pending": 3, "excluded": 12, "proportion": 0.0,
               "ci_low": 0.0, "ci_high": 0.14, "mean": None, "median": None, "sd": None, "expected": 1.5,
-              "suppressed": False}
+              "observed_expected": 0.0, "suppressed": False}
     shown = disclose(record, False, True, False, rounding=10)
     assert shown["denominator"] == 30 and shown["numerator"] == 0 and shown["excluded"] == 20
     assert shown["pending"] is None
@@ -131,7 +131,7 @@ def test_disclose_nulls_and_rounds() -> None:
     hidden = disclose(record, True, False, False)
     assert hidden["suppressed"] is True
     assert all(hidden[f] is None for f in ("denominator", "numerator", "proportion", "ci_low", "ci_high",
-                                           "expected"))
+                                           "expected", "observed_expected"))
     assert hidden["pending"] == 3 and hidden["excluded"] == 12
     assert record["denominator"] == 23  # the input is not modified
 

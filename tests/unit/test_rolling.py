@@ -158,6 +158,22 @@ def test_expected_only_when_every_final_has_one() -> None:
     assert snap(state, key)["expected"] == pytest.approx(0.3)
     state.upsert(obs(T0 - 42 * DAY_US, expected=None))
     assert snap(state, key)["expected"] is None
+    assert snap(state, key)["observed_expected"] is None
+
+
+def test_observed_expected_ratio() -> None:
+    state = RollingState(CATALOGUE)
+    clock_to(state, T0)
+    for i in range(8):  # 3 events against 8 x 0.25 = 2 expected
+        state.upsert(obs(T0 - (40 + i) * DAY_US, outcome=int(i < 3), oid=f"p{i}", expected=0.25))
+    s = snap(state, f"{PROP}|SITE|A|30")
+    assert (s["numerator"], s["expected"], s["observed_expected"]) == (3, 2.0, 1.5)
+    for i, (value, expected) in enumerate([(4.0, 5.0), (8.0, 5.0), (3.0, 2.0)]):  # 15 against 12
+        state.upsert(obs(T0 - (40 + i) * DAY_US, indicator=CONT, outcome=None, value=value, oid=f"c{i}",
+                         expected=expected))
+    assert snap(state, f"{CONT}|SITE|A|all")["observed_expected"] == 15 / 12
+    suppressed = state.snapshots(PROP, min_cell_count=10)[f"{PROP}|SITE|A|30"]
+    assert suppressed["suppressed"] and suppressed["expected"] is None and suppressed["observed_expected"] is None
 
 
 def test_eviction_keeps_cumulative_totals() -> None:
@@ -282,6 +298,10 @@ def reference_snapshot(latest: dict[str, dict[str, Any]], as_of: int, indicator:
                            "excluded": sum(r["status"] == "EXCLUDED" for r in rows)}
     out["expected"] = (to_float(exact_total(r["expected"] for r in final))
                        if final and all(r["expected"] is not None for r in final) else None)
+    observed = (exact_total(r["value"] for r in final) if ind.kind == "continuous"
+                else exact_total(float(r["outcome"]) for r in final))
+    out["observed_expected"] = (observed / exact_total(r["expected"] for r in final)
+                                if out["expected"] is not None and out["expected"] > 0 else None)
     if ind.kind == "continuous":
         values = [r["value"] for r in final]
         out.update(mean=mean(values), sd=sample_sd(values), median=median(values) if window else None)

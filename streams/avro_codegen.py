@@ -1,0 +1,309 @@
+"""Avro encoders and decoders compiled from a schema into straight-line Python.
+
+fastavro's Cython codecs interpret the schema for every record: ~11 us to read and ~14
+us to write one NormalisedEvent here, a third of a whole pipeline's per-event budget.
+A function generated once per schema, with every field's step written out (no
+dispatch on the type per value, small varints from a table), does the same work in
+about a third of that. Avro's binary encoding is canonical, so the bytes are exactly
+fastavro's; property tests check both directions on random records of every schema.
+
+Shapes covered: the ones our schemas use (string, bytes, int, long, double, boolean, enum,
+nested records, arrays of and maps to those, unions of null and one type). Anything
+else raises :class:`Unsupported` and the caller falls back to fastavro. The decoder
+reads records written with the reader's own schema; a different writer version goes
+through fastavro's schema resolution.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Callable
+from typing import Any
+
+_CHUNK = 1 << 14
+
+
+def _varint(z: int) -> bytes:
+    out = bytearray()
+    while z > 0x7F:
+        out.append((z & 0x7F) | 0x80)
+        z >>= 7
+    out.append(z)
+    return bytes(out)
+
+
+_FINAL = [_varint(z) for z in range(_CHUNK)]  # varint of z < 2**14 (1-2 bytes)
+_MORE = [bytes(((z & 0x7F) | 0x80, (z >> 7) | 0x80)) for z in range(_CHUNK)]  # 14 bits, more follow
+SMALL = _FINAL[::2]  # zigzag(n) for 0 <= n < 2**13
+
+
+def zigzag(n: int) -> bytes:
+    """An Avro int/long: zig-zag, then a varint written 14 bits at a time (unrolled for the
+    sizes timestamps in microseconds take)."""
+    if 0 <= n < 8192:
+        return SMALL[n]
+    z = (n << 1) ^ (n >> 63)
+    if z < _CHUNK:
+        return _FINAL[z]
+    if z < 1 << 28:
+        return _MORE[z & 0x3FFF] + _FINAL[z >> 14]
+    if z < 1 << 42:
+        return _MORE[z & 0x3FFF] + _MORE[(z >> 14) & 0x3FFF] + _FINAL[z >> 28]
+    if z < 1 << 56:
+        return _MORE[z & 0x3FFF] + _MORE[(z >> 14) & 0x3FFF] + _MORE[(z >> 28) & 0x3FFF] + _FINAL[z >> 42]
+    parts = []
+    while z >= _CHUNK:
+        parts.append(_MORE[z & 0x3FFF])
+        z >>= 14
+    parts.append(_FINAL[z])
+    return b"".join(parts)
+
+
+def read_long(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint at ``pos``: (value, position after it). Unrolled: timestamps take 8 bytes."""
+    b = data[pos]
+    acc = b & 0x7F
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 1
+    b = data[pos + 1]
+    acc |= (b & 0x7F) << 7
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 2
+    b = data[pos + 2]
+    acc |= (b & 0x7F) << 14
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 3
+    b = data[pos + 3]
+    acc |= (b & 0x7F) << 21
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 4
+    b = data[pos + 4]
+    acc |= (b & 0x7F) << 28
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 5
+    b = data[pos + 5]
+    acc |= (b & 0x7F) << 35
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 6
+    b = data[pos + 6]
+    acc |= (b & 0x7F) << 42
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 7
+    b = data[pos + 7]
+    acc |= (b & 0x7F) << 49
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 8
+    b = data[pos + 8]
+    acc |= (b & 0x7F) << 56
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 9
+    b = data[pos + 9]
+    acc |= (b & 0x7F) << 63
+    if b < 0x80:
+        return (acc >> 1) ^ -(acc & 1), pos + 10
+    raise ValueError("varint longer than 10 bytes")
+
+
+class Unsupported(Exception):
+    pass
+
+
+_SIMPLE = {"string", "bytes", "long", "int", "double", "boolean", "null"}
+_LOGICAL = (None, "local-timestamp-micros", "timestamp-micros", "local-timestamp-millis", "timestamp-millis")
+
+
+def _type(t: Any) -> Any:
+    """The schema node with logical types checked and dropped, unions validated."""
+    if isinstance(t, list):
+        branches = [b for b in t if b != "null"]
+        if len(t) != 2 or len(branches) != 1:
+            raise Unsupported(f"union {t}")
+        return t
+    if isinstance(t, dict):
+        if t.get("logicalType") not in _LOGICAL:
+            raise Unsupported(f"logical type {t['logicalType']}")
+        if t["type"] in ("record", "enum", "array", "map"):
+            return t
+        return _type(t["type"])
+    if t not in _SIMPLE:
+        raise Unsupported(f"type {t}")
+    return t
+
+
+class _Source:
+    """Generated lines plus the constants they refer to."""
+
+    def __init__(self) -> None:
+        self.lines: list[str] = []
+        self.names: dict[str, Any] = {}
+        self.counter = 0
+
+    def const(self, value: Any) -> str:
+        name = f"_c{len(self.names)}"
+        self.names[name] = value
+        return name
+
+    def var(self, prefix: str) -> str:
+        self.counter += 1
+        return f"{prefix}{self.counter}"
+
+    def emit(self, indent: int, line: str) -> None:
+        self.lines.append("    " * indent + line)
+
+
+# ---------------------------------------------------------------- encoder
+def _write_value(src: _Source, ind: int, t: Any, v: str) -> None:
+    t = _type(t)
+    if isinstance(t, list):
+        null_index = t.index("null")
+        src.emit(ind, f"if {v} is None:")
+        src.emit(ind + 1, f"a({SMALL[null_index]!r})")
+        src.emit(ind, "else:")
+        src.emit(ind + 1, f"a({SMALL[1 - null_index]!r})")
+        _write_value(src, ind + 1, t[1 - null_index], v)
+        return
+    if isinstance(t, dict):
+        kind = t["type"]
+        if kind == "record":
+            for f in t["fields"]:
+                fv = src.var("v")
+                src.emit(ind, f"{fv} = {v}.get({f['name']!r})")
+                _write_value(src, ind, f["type"], fv)
+        elif kind == "enum":
+            table = src.const({s: zigzag(i) for i, s in enumerate(t["symbols"])})
+            src.emit(ind, f"a({table}[{v}])")
+        else:  # array or map: one block of len(v) items, then the empty block that ends it
+            src.emit(ind, f"if {v}:")
+            src.emit(ind + 1, f"a(_zz(len({v})))")
+            item = src.var("i")
+            if kind == "array":
+                src.emit(ind + 1, f"for {item} in {v}:")
+                _write_value(src, ind + 2, t["items"], item)
+            else:
+                key = src.var("k")
+                src.emit(ind + 1, f"for {key}, {item} in {v}.items():")
+                _write_value(src, ind + 2, "string", key)
+                _write_value(src, ind + 2, t["values"], item)
+            src.emit(ind, "a(b'\\x00')")
+    elif t in ("string", "bytes"):
+        b = src.var("b")
+        src.emit(ind, f"{b} = {v}.encode()" if t == "string" else f"{b} = bytes({v})")
+        src.emit(ind, f"a(_small[len({b})] if len({b}) < 8192 else _zz(len({b})))")
+        src.emit(ind, f"a({b})")
+    elif t in ("long", "int"):
+        src.emit(ind, f"a(_small[{v}] if 0 <= {v} < 8192 else _zz({v}))")
+    elif t == "double":
+        src.emit(ind, f"a(_pack_double({v}))")
+    elif t == "boolean":
+        src.emit(ind, f"a(b'\\x01' if {v} else b'\\x00')")
+    # null: nothing to write
+
+
+def compile_encoder(schema: dict[str, Any]) -> Callable[[dict[str, Any]], bytes]:
+    """The Avro body of a record of ``schema`` (a plain dict: timestamps as ints)."""
+    src = _Source()
+    src.emit(0, "def encode(rec):")
+    src.emit(1, "out = []")
+    src.emit(1, "a = out.append")
+    _write_value(src, 1, schema, "rec")
+    src.emit(1, "return b''.join(out)")
+    names = {**src.names, "_zz": zigzag, "_small": SMALL, "_pack_double": struct.Struct("<d").pack}
+    exec(compile("\n".join(src.lines), f"<avro encoder {schema.get('name')}>", "exec"), names)  # noqa: S102
+    encode: Callable[[dict[str, Any]], bytes] = names["encode"]
+    return encode
+
+
+# ---------------------------------------------------------------- decoder
+def _read_long(src: _Source, ind: int, target: str) -> None:
+    src.emit(ind, "b = d[p]")
+    src.emit(ind, "if b < 0x80:")
+    src.emit(ind + 1, f"{target} = (b >> 1) ^ -(b & 1)")
+    src.emit(ind + 1, "p += 1")
+    src.emit(ind, "else:")
+    src.emit(ind + 1, f"{target}, p = _read_long(d, p)")
+
+
+def _read_value(src: _Source, ind: int, t: Any, target: str) -> None:
+    t = _type(t)
+    if isinstance(t, list):
+        null_index = t.index("null")
+        branch = src.var("u")
+        _read_long(src, ind, branch)
+        src.emit(ind, f"if {branch} == {null_index}:")
+        src.emit(ind + 1, f"{target} = None")
+        src.emit(ind, f"elif {branch} == {1 - null_index}:")
+        _read_value(src, ind + 1, t[1 - null_index], target)
+        src.emit(ind, "else:")
+        src.emit(ind + 1, f"raise ValueError('union branch ' + str({branch}) + ' out of range')")
+        return
+    if isinstance(t, dict):
+        kind = t["type"]
+        if kind == "record":
+            fields = []
+            for f in t["fields"]:
+                fv = src.var("f")
+                _read_value(src, ind, f["type"], fv)
+                fields.append(f"{f['name']!r}: {fv}")
+            src.emit(ind, f"{target} = {{{', '.join(fields)}}}")
+        elif kind == "enum":
+            symbols = src.const(tuple(t["symbols"]))
+            index = src.var("e")
+            _read_long(src, ind, index)
+            src.emit(ind, f"if {index} < 0:")
+            src.emit(ind + 1, "raise ValueError('negative enum index')")
+            src.emit(ind, f"{target} = {symbols}[{index}]")
+        else:
+            count, item = src.var("n"), src.var("x")
+            src.emit(ind, f"{target} = {'[]' if kind == 'array' else '{}'}")
+            src.emit(ind, "while True:")
+            _read_long(src, ind + 1, count)
+            src.emit(ind + 1, f"if {count} == 0:")
+            src.emit(ind + 2, "break")
+            src.emit(ind + 1, f"if {count} < 0:  # a block with its byte size")
+            src.emit(ind + 2, f"{count} = -{count}")
+            src.emit(ind + 2, "_, p = _read_long(d, p)")
+            src.emit(ind + 1, f"for _ in range({count}):")
+            if kind == "array":
+                _read_value(src, ind + 2, t["items"], item)
+                src.emit(ind + 2, f"{target}.append({item})")
+            else:
+                key = src.var("k")
+                _read_value(src, ind + 2, "string", key)
+                _read_value(src, ind + 2, t["values"], item)
+                src.emit(ind + 2, f"{target}[{key}] = {item}")
+    elif t in ("string", "bytes"):
+        size = src.var("s")
+        _read_long(src, ind, size)
+        src.emit(ind, f"if {size} < 0 or p + {size} > end:")
+        src.emit(ind + 1, f"raise ValueError('{t} run past the end of the data')")
+        src.emit(ind, f"{target} = d[p:p + {size}]{'.decode()' if t == 'string' else ''}")
+        src.emit(ind, f"p += {size}")
+    elif t in ("long", "int"):
+        _read_long(src, ind, target)
+    elif t == "double":
+        src.emit(ind, f"{target} = _unpack_double(d, p)[0]")
+        src.emit(ind, "p += 8")
+    elif t == "boolean":
+        src.emit(ind, "b = d[p]")
+        src.emit(ind, "if b > 1:")
+        src.emit(ind + 1, "raise ValueError('boolean byte is not 0 or 1')")
+        src.emit(ind, f"{target} = b == 1")
+        src.emit(ind, "p += 1")
+    else:  # null
+        src.emit(ind, f"{target} = None")
+
+
+def compile_decoder(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[dict[str, Any], int]]:
+    """``decode(data, pos) -> (record, position after it)`` for bodies written with ``schema``.
+
+    Malformed data raises ValueError, IndexError, UnicodeDecodeError or struct.error.
+    """
+    src = _Source()
+    src.emit(0, "def decode(d, p):")
+    src.emit(1, "end = len(d)")
+    _read_value(src, 1, schema, "rec")
+    src.emit(1, "return rec, p")
+    names = {**src.names, "_read_long": read_long, "_unpack_double": struct.Struct("<d").unpack_from}
+    exec(compile("\n".join(src.lines), f"<avro decoder {schema.get('name')}>", "exec"), names)  # noqa: S102
+    decode: Callable[[bytes, int], tuple[dict[str, Any], int]] = names["decode"]
+    return decode
