@@ -18,8 +18,11 @@ meet here). Product decisions:
   (value - network mean) / network SD without an expected value.
 * **Warm-up.** Nothing is charted until the indicator has ``warmup`` FINAL
   observations network-wide (``warmup`` complete cohorts when the fallback rate is
-  used): the running rates and the patient mix need them. Those still count in the
-  funnel.
+  used), and until one follow-up has passed since the earliest index event: in the
+  first follow-up after the monitoring starts, only observations *with* the outcome
+  can be FINAL (the others close at the horizon), which would look like a huge excess.
+  Afterwards outcomes and horizon ends arrive at their steady rates. Skipped
+  observations still count in the funnel.
 * **Charts.** Risk-adjusted Bernoulli CUSUM up (R_A = 2) and down (R_A = 0.5) and
   VLAD (expected - observed, no limit) for binary indicators; a two-sided EWMA of the
   standardised values for continuous ones; a funnel z-score for both.
@@ -112,9 +115,9 @@ class MonitorConfig(NamedTuple):
 CNT, OBS, SQ, NEXP, EXP, VAR, RES, RES2 = range(8)
 TOTALS = ("n", "o", "x2", "n_exp", "e", "v", "r", "r2")
 # Chart fields persisted besides the totals.
-STATE = ("c_n", "c_o", "clock", "up", "down", "h_up", "h_down", "vlad", "z", "zt", "next_cal", "up_n", "up_o",
-         "up_e", "up_start", "down_n", "down_o", "down_e", "down_start", "quiet_up", "quiet_down", "quiet_ewma",
-         "over_ewma", "funnel_z", "last_time")
+STATE = ("c_n", "c_o", "clock", "first_index", "up", "down", "h_up", "h_down", "vlad", "z", "zt", "next_cal",
+         "up_n", "up_o", "up_e", "up_start", "down_n", "down_o", "down_e", "down_start", "quiet_up", "quiet_down",
+         "quiet_ewma", "over_ewma", "funnel_z", "last_time")
 
 
 class Chart:
@@ -126,6 +129,7 @@ class Chart:
         self.t = [0.0] * 8
         self.mix = RiskMix()
         self.c_n = self.c_o = self.clock = 0.0  # the network's complete cohorts (see _risk)
+        self.first_index = -1.0  # the network's earliest index time: charts start a follow-up later
         self.up = self.down = self.h_up = self.h_down = self.vlad = 0.0
         self.z = self.zt = self.next_cal = self.funnel_z = self.last_time = 0.0
         self.up_n = self.up_o = self.up_e = self.down_n = self.down_o = self.down_e = 0.0
@@ -210,6 +214,8 @@ class IndicatorMonitor:
         if closed_time < self.clock - FUNNEL_WINDOW_US:
             return False  # older than the window: it would leave at once
         net = self.network
+        if net.first_index < 0 or index_time < net.first_index:
+            net.first_index = float(index_time)
         if closed_time > net.clock:
             net.clock = float(closed_time)
             self._complete(closed_time)
@@ -221,7 +227,7 @@ class IndicatorMonitor:
             net.c_o += result
         chart = self.chart(site)
         ready = net.t[CNT] if self.continuous or expected is not None else net.c_n
-        if ready >= self.config.warmup:
+        if ready >= self.config.warmup and closed_time >= net.first_index + self.follow_up_us:
             if self.continuous:
                 self._chart_value(site, chart, closed_time, result, expected)
             else:
