@@ -32,11 +32,11 @@ from streams.settings import DEV, Settings
 from streams.topics import RAW, create_topics
 
 DEMO_SHIFT_SITE = "NL-AMC"
-# NL-AMC's simulated heart-failure mortality sits below the network's (site effect -0.29 log
-# odds), so doubling its own odds brings it to only ~1.5x the network's odds, which a CUSUM
-# tuned to a doubling (R_A = 2) detects only after hundreds of patients. Odds x3 puts the site at
-# about twice the network's odds: the deterioration the chart is designed for. It starts a third
-# of the way in, so a one-minute demo (a year of care) has months of it (README, Monitoring).
+# NL-AMC's simulated heart-failure mortality sits below the case-mix expectation (site effect
+# -0.29 log odds), so doubling its own odds brings it to only ~1.5x the expected odds, where a
+# CUSUM tuned to a doubling (R_A = 2) drifts down. Odds x3 puts the site at about twice the
+# expected odds: the deterioration the chart is designed for. It starts a third of the way in,
+# so a one-minute demo (a year of care) has months of it (README, Monitoring).
 DEMO_SHIFT_ODDS = 3.0
 
 
