@@ -73,6 +73,13 @@ class RiskMix:
         n = self.total
         return tuple((self.sums[i] / c, c / n) for i, c in enumerate(self.counts) if c)
 
+    def distance(self, other: RiskMix) -> float:
+        """Total variation distance between the two histograms (0: the same mix, 1: disjoint)."""
+        n, m = self.total, other.total
+        if not n or not m:
+            return 1.0
+        return 0.5 * sum(abs(a / n - b / m) for a, b in zip(self.counts, other.counts, strict=True))
+
     def key(self) -> Mix:
         """The support with risks rounded to 2 significant digits and weights to 0.02 (at
         least 0.02 per non-empty bin), renormalised: the cache key of a limit, so similar

@@ -46,10 +46,11 @@ class PartitionedState(Generic[S]):
     """The stores of one stage, by input partition."""
 
     def __init__(self, stage: str, changelog_topic: str, delta_schema: str, factory: Callable[[], S],
-                 consumer_factory: Callable[[], Consumer], metrics: EngineMetrics) -> None:
+                 consumer_factory: Callable[[], Consumer], metrics: EngineMetrics, snapshot_every: int = 200) -> None:
         self.stage = stage
         self.changelog_topic = changelog_topic
         self.factory = factory
+        self._snapshot_every = snapshot_every
         self._consumer_factory = consumer_factory
         self._metrics = metrics
         self._stores: dict[int, S] = {}
@@ -94,7 +95,7 @@ class PartitionedState(Generic[S]):
     def checkpoint(self, producer: Producer) -> bool:
         """Write every store's changes; True if anything was produced."""
         if self._writer is None:
-            self._writer = ChangelogWriter(producer, self.changelog_topic)
+            self._writer = ChangelogWriter(producer, self.changelog_topic, self._snapshot_every)
         wrote = False
         for partition, store in self._stores.items():
             records = store.take_delta()

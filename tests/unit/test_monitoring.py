@@ -229,6 +229,7 @@ def test_changelog_round_trip_restores_every_reading_and_alert() -> None:
     again = MonitorState(state.kinds, state.config, FeedHealth(900.0, 0.05))
     for record in [*snapshot, *delta]:
         again.apply(record)
+    again.restored()
     assert sorted(again.readings(now)) == sorted(state.readings(now)) == sorted(restored.readings(now))
     assert len(again) == len(state)
 
