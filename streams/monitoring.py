@@ -34,7 +34,9 @@ meet here). Product decisions:
   fourfold, its own mix is compared with the network's: beyond a total-variation
   distance of 0.2 the site gets limits from its own mix, else it keeps the network's
   (h hardly moves with the mix, 3.16-3.19 for ARL0 1,000 over the mixes in the tests,
-  and each limit costs 10-50 ms of CPU). Without expected risks every site charts the
+  and each limit costs milliseconds of CPU). Limits from mixes of fewer than 2,000
+  patients use a coarser chain (150 points, ARL within ~2 %): the mix itself is a
+  small sample. Without expected risks every site charts the
   same network rate and keeps the network's limits. The EWMA width L for
   the ARL0 is the same for every chart (the values are standardised).
 * **Reset rule.** A CUSUM that crosses its limit opens an alert and restarts at 0
@@ -73,7 +75,7 @@ import math
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streams.alerting import UPDATE_EVERY, AlertBook, Evidence
-from streams.control_limits import RiskMix, cusum_limit, ewma_width
+from streams.control_limits import COARSE_CELLS, CUSUM_CELLS, RiskMix, cusum_limit, ewma_width
 from streams.monitors import Z95, Z998
 
 if TYPE_CHECKING:
@@ -296,9 +298,9 @@ class IndicatorMonitor:
         cfg = self.config
         net = self.network
         if net.mix.total >= net.next_cal:
-            key = net.mix.key()
-            net.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, net.h_up)
-            net.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, net.h_down)
+            key, cells = net.mix.key(), _cells(net.mix.total)
+            net.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, net.h_up, cells)
+            net.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, net.h_down, cells)
             net.next_cal = float(4 * net.mix.total)
             self.dirty.add(NETWORK)
         n = chart.mix.total
@@ -306,9 +308,9 @@ class IndicatorMonitor:
             chart.next_cal = float(4 * n)
             chart.own = float(chart.mix.distance(net.mix) > OWN_MIX_DISTANCE)
             if chart.own:
-                key = chart.mix.key()
-                chart.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, chart.h_up or net.h_up)
-                chart.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, chart.h_down or net.h_down)
+                key, cells = chart.mix.key(), _cells(n)
+                chart.h_up = cusum_limit(key, cfg.odds_up, cfg.arl0, chart.h_up or net.h_up, cells)
+                chart.h_down = cusum_limit(key, cfg.odds_down, cfg.arl0, chart.h_down or net.h_down, cells)
         if not chart.own:
             chart.h_up, chart.h_down = net.h_up, net.h_down
 
@@ -484,6 +486,11 @@ class IndicatorMonitor:
                 out.append(MonitorReading(ind, site, "vlad", c.vlad, None, False))
             out.append(MonitorReading(ind, site, "funnel", c.funnel_z, Z998, alerts.is_open((ind, site, "funnel"))))
         return out
+
+
+def _cells(patients: int) -> int:
+    """Grid of the limit's Markov chain: coarse while the mix itself is a small sample."""
+    return COARSE_CELLS if patients < 2000 else CUSUM_CELLS
 
 
 def _leading(seen: dict[str, Entry], cutoff: int) -> list[tuple[str, Any]]:
