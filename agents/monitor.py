@@ -10,7 +10,8 @@ the funnel of each indicator that changed once, and publishes the alert records 
 batch produced (:mod:`streams.alerting`) to ``outcomes.alerts`` (compacted, key
 alert_id) before the changelog is written, so a crash replays the batch into the
 same records under the same keys. The state goes to a batched changelog like the
-other stages (one record per partition per batch, a snapshot every 1,000).
+other stages (one record per partition per batch, a snapshot when the deltas since the
+last one outweigh it).
 
 :meth:`MonitorStage.tick` checks feed silence (wall clock). In-process readers (the
 collector, the demo) call :meth:`MonitorStage.readings` and
@@ -39,9 +40,6 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "monitor"
-# A snapshot holds every observation of the funnel window (365 days); the deltas between
-# are small, so snapshots are rarer than the other stages' (restore reads at most this many).
-SNAPSHOT_EVERY = 1000
 
 
 def monitor_config(settings: Settings) -> MonitorConfig:
@@ -75,7 +73,7 @@ class MonitorStage:
         self.states: PartitionedState[MonitorState] = PartitionedState(
             STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,
             lambda: MonitorState(kinds, self.config, FeedHealth(settings.feed_silence, settings.feed_dlq_rate)),
-            consumer_factory, metrics, snapshot_every=SNAPSHOT_EVERY)
+            consumer_factory, metrics)
         self._lock = threading.Lock()
         self._republish: list[dict[str, Any]] = []
         self._events_in = metrics.events_in.labels(STAGE)

@@ -29,7 +29,7 @@ from streams.dlq import DeadLetterWriter, Rejected, Rejection
 from streams.engine import Engine
 from streams.event_time_merge import EventTimeMerge
 from streams.feed_health import SiteActivityCounter
-from streams.metrics import EngineMetrics
+from streams.metrics import EngineMetrics, observe_many
 from streams.partitioned_state import PartitionedState
 from streams.pseudonym import Pseudonymiser
 from streams.settings import Settings
@@ -120,7 +120,8 @@ class NormaliseStage:
         """Deduplicate and publish released events (already in event-time order)."""
         produce, out_topic, encode = producer.produce, self.out_topic, self.encoder.encode
         m = self.metrics
-        sent = 0
+        accepted: dict[tuple[str, str], list[float]] = {}  # (site, event type) -> feed latencies (s)
+        count_activity = self.activity.accepted
         for out, record, msg, single in released:
             store = self.stores.get(msg.partition() or 0)
             site = out["site_id"]
@@ -129,8 +130,10 @@ class NormaliseStage:
             verdict = store.check(site, out["event_id"], out["event_time"], content_digest(record))
             if verdict is NEW:
                 produce(out_topic, value=encode(out), key=out["patient_pseudonym"].encode())
-                self._count_accepted(out, ingest)
-                sent += 1
+                accepted.setdefault((site, out["event_type"]), []).append(max(0.0, (ingest - out["event_time"]) / 1e6))
+                count_activity(site, out["event_time"], ingest)
+                if not out["mapped"]:
+                    m.unmapped_codes.labels(m.site_label(site), out["code_system"] or "unknown").inc()
             elif verdict is DUPLICATE:
                 m.duplicates.labels(STAGE, m.site_label(site)).inc()
             else:
@@ -145,7 +148,7 @@ class NormaliseStage:
                     key=activity["site_id"].encode())
         producer.poll(0)
         self._held.set(len(self.merge))
-        return sent
+        return self._count_accepted(accepted)
 
     def _dead_letter_of(self, site: Any) -> None:
         if site in self.metrics.sites:  # configured sites only: the feed-health checks are per site
@@ -159,23 +162,22 @@ class NormaliseStage:
         """Partitions worth pausing: many events are held and these run ahead in event time."""
         return self.merge.ahead(self.busy_partitions) if len(self.merge) > self.max_held else set()
 
-    def _count_accepted(self, out: dict[str, Any], ingest: int) -> None:
-        # Per-event metric updates go through cached label children: labels() costs
-        # more than the rest of the bookkeeping together.
-        key = (out["site_id"], out["event_type"])
-        children = self._children.get(key)
-        if children is None:
-            m = self.metrics
-            site = m.site_label(out["site_id"])
-            children = self._children[key] = (m.site_events.labels(site, out["event_type"]),
-                                               m.feed_latency.labels(site))
-        self._events_out.inc()
-        self.activity.accepted(key[0], out["event_time"], ingest)
-        children[0].inc()
-        children[1].observe(max(0.0, (ingest - out["event_time"]) / 1e6))
-        if not out["mapped"]:
-            m = self.metrics
-            m.unmapped_codes.labels(m.site_label(out["site_id"]), out["code_system"] or "unknown").inc()
+    def _count_accepted(self, accepted: dict[tuple[str, str], list[float]]) -> int:
+        # Once per batch and (site, event type), through cached label children: per-event
+        # metric updates (labels() and a lock per increment) cost more than the rest of the
+        # bookkeeping together.
+        sent = 0
+        for key, latencies in accepted.items():
+            children = self._children.get(key)
+            if children is None:
+                m = self.metrics
+                site = m.site_label(key[0])
+                children = self._children[key] = (m.site_events.labels(site, key[1]), m.feed_latency.labels(site))
+            children[0].inc(len(latencies))
+            observe_many(children[1], latencies)
+            sent += len(latencies)
+        self._events_out.inc(sent)
+        return sent
 
     def tick(self, producer: Producer) -> int:
         return self._emit(producer, self.merge.release(self.busy_partitions), now_us())

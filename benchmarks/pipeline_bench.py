@@ -602,6 +602,11 @@ def report(tp: list[Throughput], lat: list[Latency], state: dict[str, Any], meta
             mem = s["traced_bytes"] if mode == "tracemalloc" else s["rss_delta_bytes"]
             lines.append(f"| {label} | {n:,} | {s['facts'] / n:.1f} | {s['published'] / n:.1f} | "
                          f"{s['snapshot_bytes'] / n:,.0f} | {mem / n:,.0f} |")
+        tm = state.get("tracemalloc", {})
+        if tm.get("frozen_patients") is not None:
+            lines += ["", f"Of those patients {tm['hot_patients']:,} were unpacked (the RWE_HOT_PATIENTS most recently "
+                      f"touched per partition) and {tm['frozen_patients']:,} packed, at "
+                      f"{tm['frozen_bytes'] / max(tm['frozen_patients'], 1):,.0f} B of packed bytes each."]
         top = state.get("tracemalloc", {}).get("top_sites") or []
         pats = state.get("tracemalloc", {}).get("patients") or 1
         if top:

@@ -140,12 +140,15 @@ def measure(path: Path, mode: str) -> dict[str, Any]:
                  for s in stats[:8]]
     rss_delta = process.memory_info().rss - rss_before
     patients = sum(len(t.patients) for t in trackers)
+    frozen = [v for t in trackers for v in t.patients.values() if isinstance(v, bytes)]
     delta_encoder = wire.Encoder("rwe.internal.AscertainDelta")
     return {
         "mode": mode, "events": events, "patients": patients, "facts": sum(t.stats()[1] for t in trackers),
         "published": sum(t.stats()[2] for t in trackers), "observations": observations, "seconds": seconds,
         "snapshot_bytes": sum(len(delta_encoder.encode(r)) for t in trackers for r in t.snapshot()),
         "traced_bytes": held, "top_sites": sites, "rss_delta_bytes": rss_delta if mode == "rss" else None,
+        "hot_patients": patients - len(frozen), "frozen_patients": len(frozen),
+        "frozen_bytes": sum(len(v) for v in frozen),
     }
 
 

@@ -335,6 +335,8 @@ def next_deadline(obs: Observation, ind: Indicator) -> int:
 
 def transfer_deadlines(tl: PatientTimeline) -> list[int]:
     """Times at which a transfer-out without continuation becomes final."""
+    if not any(f.attr == "TRANSFER" for f in tl.facts):  # no stays to build (most evaluations)
+        return []
     return [h.discharged + TRANSFER_GAP_US for h in tl.hospitalisations()
             if h.awaiting_transfer() and h.discharged is not None]
 

@@ -2,8 +2,12 @@
 
 Faust's tables write one changelog record per key update, which is what capped a
 per-event Faust pipeline near 1-2k events/s. Here a stage writes one record per
-input partition per batch (the batch's changes), and every ``snapshot_every``
-batches one record with the partition's whole state. Records are keyed
+input partition per batch (the batch's changes), and from time to time the
+partition's whole state: when the deltas written since the last snapshot add up to
+as many bytes as that snapshot (at least ``min_snapshot_bytes``). So a restore reads
+at most about twice the state, and the cost of snapshots stays proportional to the
+changes, however small the batches (a count of batches would snapshot a large state
+every few seconds under a trickle of events). Records are keyed
 ``<partition>-<n>`` with n counting deltas since the last snapshot, so on a
 compacted topic the log shrinks to the last snapshot plus the deltas after it:
 older deltas that survive compaction sit before the snapshot, which replaces them
@@ -24,24 +28,38 @@ log = logging.getLogger(__name__)
 class ChangelogWriter:
     """Writes deltas and snapshots of one state store to its changelog topic."""
 
-    def __init__(self, producer: Producer, topic: str, snapshot_every: int = 200) -> None:
+    def __init__(self, producer: Producer, topic: str, min_snapshot_bytes: int = 1 << 20) -> None:
         self._producer = producer
         self.topic = topic
-        self.snapshot_every = snapshot_every
-        self._deltas_since_snapshot: dict[int, int] = {}
+        self.min_snapshot_bytes = min_snapshot_bytes
+        self._deltas: dict[int, int] = {}          # partition -> delta records since its snapshot
+        self._delta_bytes: dict[int, int] = {}     # partition -> their bytes
+        self._snapshot_bytes: dict[int, int] = {}  # partition -> bytes of its last snapshot
 
     def reset(self, partition: int) -> None:
-        """Forget the delta count of a partition (after it was restored or revoked)."""
-        self._deltas_since_snapshot.pop(partition, None)
+        """Forget a partition's history (after it was restored or revoked): its next write is a snapshot."""
+        for counts in (self._deltas, self._delta_bytes, self._snapshot_bytes):
+            counts.pop(partition, None)
 
     def wants_snapshot(self, partition: int) -> bool:
-        return self._deltas_since_snapshot.get(partition, self.snapshot_every) >= self.snapshot_every
+        if partition not in self._snapshot_bytes:
+            return True
+        return self._delta_bytes[partition] >= max(self._snapshot_bytes[partition], self.min_snapshot_bytes)
 
-    def write(self, partition: int, value: bytes, snapshot: bool) -> None:
-        n = 0 if snapshot else self._deltas_since_snapshot.get(partition, 0) + 1
-        key = f"{partition}-{'s' if snapshot else n}".encode()
-        self._producer.produce(self.topic, value=value, key=key, partition=partition)
-        self._deltas_since_snapshot[partition] = n
+    def write_snapshot(self, partition: int, values: list[bytes]) -> None:
+        """The whole state, in one or more records (the first replaces everything before it)."""
+        for n, value in enumerate(values):
+            key = f"{partition}-{n if n else 's'}".encode()
+            self._producer.produce(self.topic, value=value, key=key, partition=partition)
+        self._deltas[partition] = len(values) - 1
+        self._delta_bytes[partition] = 0
+        self._snapshot_bytes[partition] = sum(len(v) for v in values)
+
+    def write_delta(self, partition: int, value: bytes) -> None:
+        n = self._deltas.get(partition, 0) + 1
+        self._producer.produce(self.topic, value=value, key=f"{partition}-{n}".encode(), partition=partition)
+        self._deltas[partition] = n
+        self._delta_bytes[partition] = self._delta_bytes.get(partition, 0) + len(value)
 
 
 def read_partition(consumer: Consumer, topic: str, partition: int, idle: float = 0.3,

@@ -85,7 +85,7 @@ class Indicator:
     risk: RiskModel | None = None  # expected outcome from the case mix (streams/risk.py)
     file: str = ""
 
-    @property
+    @functools.cached_property
     def horizon_us(self) -> int:
         return int(self.horizon_days * DAY_US)
 
@@ -115,10 +115,6 @@ class Indicator:
         if self.shape == "value_at":
             kinds.add("PROM_RESPONSE")
         return frozenset(kinds), frozenset(concepts)
-
-    def triggered_by(self, fact_kind: str, fact_concepts: frozenset[str]) -> bool:
-        kinds, concepts = self.triggers
-        return fact_kind in kinds or bool(fact_concepts & concepts)
 
     def describe(self) -> dict[str, Any]:
         """Everything the definition states, for ``rwe catalogue show``."""

@@ -18,7 +18,6 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections import Counter
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
@@ -32,7 +31,7 @@ class EventTimeMerge(Generic[T]):
         self._seq = itertools.count()
         self.newest: dict[int, int] = {}           # partition -> newest event time read
         self._read_to: dict[int, int] = {}         # partition -> offset after the last message read
-        self._held: dict[int, Counter[int]] = {}   # partition -> held items per message offset
+        self._held: dict[int, dict[int, int]] = {}  # partition -> held items per message offset
 
     def __len__(self) -> int:
         return len(self._heap)
@@ -43,7 +42,10 @@ class EventTimeMerge(Generic[T]):
 
     def hold(self, partition: int, offset: int, time: int, item: T) -> None:
         heapq.heappush(self._heap, (time, next(self._seq), partition, offset, item))
-        self._held.setdefault(partition, Counter())[offset] += 1
+        held = self._held.get(partition)
+        if held is None:
+            held = self._held[partition] = {}
+        held[offset] = held.get(offset, 0) + 1
         if time > self.newest.get(partition, -math.inf):
             self.newest[partition] = time
 

@@ -42,7 +42,7 @@ from streams.timeline import (
 
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
-HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
+HOT_PATIENTS = 2000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
 
 
 def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, Site]) -> dict[str, Any]:
@@ -171,10 +171,12 @@ class OutcomeTracker:
         tl.new = None
         everything = woken or new is None
         earliest = min(f.time for f in new) if new else None
+        new_kinds = {f.kind for f in new} if new else set()
+        new_concepts: set[str] = set().union(*(f.concepts for f in new)) if new else set()
         for ind in self._relevant_indicators(tl):
             if settled is not None and ind.id in settled and (earliest is None or earliest > settled[ind.id]):
                 continue  # final, and nothing new dated before its index event: it cannot change
-            if not everything and not any(ind.triggered_by(f.kind, f.concepts) for f in new or ()):
+            if not everything and new_kinds.isdisjoint(ind.triggers[0]) and new_concepts.isdisjoint(ind.triggers[1]):
                 continue  # the new facts cannot change it (a wake-up looks again when due)
             evaluated.add(ind.id)
             observations = ascertain(ind, tl, watermark, with_covariates=False)
@@ -231,11 +233,8 @@ class OutcomeTracker:
         return out
 
     def _relevant_indicators(self, tl: PatientTimeline) -> Iterable[Indicator]:
-        concepts: set[str] = set()
-        kinds: set[str] = set()
-        for f in tl.facts:
-            concepts |= f.concepts
-            kinds.add(f.kind)
+        concepts: set[str] = set().union(*[f.concepts for f in tl.facts])
+        kinds = {f.kind for f in tl.facts}
         for ind in self._indicators:
             sel = ind.index
             if (sel.stay_concepts and concepts & sel.stay_concepts) or (

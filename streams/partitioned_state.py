@@ -3,8 +3,9 @@
 Every stateful stage keeps one store per input partition (the normaliser's dedupe
 store, the ascertain stage's outcome tracker, the aggregate stage's rolling state).
 This is the one place that restores a store when its partition is assigned, drops it
-when revoked, and writes each batch's changes (or, every ``snapshot_every`` batches,
-the whole store) to the changelog after the stage's outputs are durable.
+when revoked, and writes each batch's changes (or, when the changes since the last
+snapshot outweigh it, the whole store) to the changelog after the stage's outputs are
+durable.
 """
 
 from __future__ import annotations
@@ -46,11 +47,10 @@ class PartitionedState(Generic[S]):
     """The stores of one stage, by input partition."""
 
     def __init__(self, stage: str, changelog_topic: str, delta_schema: str, factory: Callable[[], S],
-                 consumer_factory: Callable[[], Consumer], metrics: EngineMetrics, snapshot_every: int = 200) -> None:
+                 consumer_factory: Callable[[], Consumer], metrics: EngineMetrics) -> None:
         self.stage = stage
         self.changelog_topic = changelog_topic
         self.factory = factory
-        self._snapshot_every = snapshot_every
         self._consumer_factory = consumer_factory
         self._metrics = metrics
         self._stores: dict[int, S] = {}
@@ -95,16 +95,17 @@ class PartitionedState(Generic[S]):
     def checkpoint(self, producer: Producer) -> bool:
         """Write every store's changes; True if anything was produced."""
         if self._writer is None:
-            self._writer = ChangelogWriter(producer, self.changelog_topic, self._snapshot_every)
+            self._writer = ChangelogWriter(producer, self.changelog_topic)
         wrote = False
         for partition, store in self._stores.items():
             records = store.take_delta()
             if not records:
                 continue
             if self._writer.wants_snapshot(partition):
-                records = store.snapshot()
-            for record in records:
-                self._writer.write(partition, self._encoder.encode(record), record["snapshot"])
+                self._writer.write_snapshot(partition, [self._encoder.encode(r) for r in store.snapshot()])
+            else:
+                for record in records:
+                    self._writer.write_delta(partition, self._encoder.encode(record))
             wrote = True
         self._metrics.state_entries.labels(self.stage).set(self.entries())
         return wrote

@@ -17,7 +17,7 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
@@ -151,43 +151,39 @@ class StageRunner:
                     lag.labels(self.stage.name, topic, partition).set(max(0, end - committed))
 
     def run(self) -> None:
-        stage, settings = self.stage, self.settings
-        self.consumer.subscribe(stage.input_topics(), on_assign=self._on_assign, on_revoke=self._on_revoke)
-        batch_seconds = self.metrics.batch_seconds.labels(stage.name)
-        batch_events = self.metrics.batch_size.labels(stage.name)
-        messages_in = self.metrics.messages_in.labels(stage.name)
-        ordering = hasattr(stage, "busy_partitions")
+        """Consume and process until :meth:`stop` (the stage's own thread)."""
+        self.open()
         try:
             while not self._stop.is_set():
-                messages = self.consumer.consume(settings.batch_size, settings.batch_wait)
-                good = [m for m in messages if _usable(m)]
-                if ordering:
-                    stage.busy_partitions = self._busy_partitions()  # type: ignore[attr-defined]
-                if not good:
-                    if stage.tick(self.producer):
-                        _flush(self.producer)
-                        if stage.checkpoint(self.producer):
-                            _flush(self.producer)
-                        self._commit()
-                    continue
-                started = time.perf_counter()
-                n = stage.process(good, self.producer)
-                _flush(self.producer)
-                if stage.checkpoint(self.producer):
-                    _flush(self.producer)
-                self._commit()
-                if ordering:
-                    self._pace(stage.partitions_ahead())  # type: ignore[attr-defined]
-                if stage.tick(self.producer):
-                    _flush(self.producer)
-                batch_seconds.observe(time.perf_counter() - started)
-                batch_events.observe(n)
-                messages_in.inc(len(good))
-                self.events += n
-                if self.on_batch is not None:
-                    self.on_batch(n)
+                run_round([self], self.settings.batch_wait)
         finally:
-            self._close()
+            self.close()
+
+    def open(self) -> None:
+        stage = self.stage
+        self.consumer.subscribe(stage.input_topics(), on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self._batch_seconds = self.metrics.batch_seconds.labels(stage.name)
+        self._batch_events = self.metrics.batch_size.labels(stage.name)
+        self._messages_in = self.metrics.messages_in.labels(stage.name)
+        self._ordering = hasattr(stage, "busy_partitions")
+
+    def take(self, wait: float) -> list[Message]:
+        """The next batch (waiting at most ``wait`` s), without errors and end-of-partition markers."""
+        good = [m for m in self.consumer.consume(self.settings.batch_size, wait) if _usable(m)]
+        if self._ordering:
+            self.stage.busy_partitions = self._busy_partitions()  # type: ignore[attr-defined]
+        return good
+
+    def _done(self, good: list[Message], events: int, started: float) -> None:
+        """After the batch's inputs are committed: pacing and accounting."""
+        if self._ordering:
+            self._pace(self.stage.partitions_ahead())  # type: ignore[attr-defined]
+        self._batch_seconds.observe(time.perf_counter() - started)
+        self._batch_events.observe(events)
+        self._messages_in.inc(len(good))
+        self.events += events
+        if self.on_batch is not None:
+            self.on_batch(events)
 
     def _commit(self) -> None:
         offsets = getattr(self.stage, "commit_offsets", None)
@@ -229,7 +225,7 @@ class StageRunner:
             self.consumer.resume(resume)
         self._paused = {tp.partition for tp in pause} | (self._paused - {tp.partition for tp in resume})
 
-    def _close(self) -> None:
+    def close(self) -> None:
         try:
             _flush(self.producer, timeout=10)
         except BrokerUnavailable:
@@ -255,3 +251,31 @@ def _flush(producer: Producer, timeout: float = 60.0) -> None:
     remaining = producer.flush(timeout)
     if remaining:
         raise BrokerUnavailable(f"{remaining} messages not acknowledged by the broker within {timeout:.0f} s")
+
+
+def run_round(runners: Sequence[StageRunner], wait: float) -> int:
+    """One batch of every runner; returns the messages consumed.
+
+    Each stage consumes and processes its batch and does its time-driven work; then
+    every output is made durable, every stage writes its state changes, those are made
+    durable, and only then are the inputs committed (at-least-once: a crash anywhere
+    replays the batch). Done for all stages at once, their broker round trips overlap.
+    """
+    rounds = []
+    for runner in runners:
+        good = runner.take(wait)
+        started = time.perf_counter()
+        events = runner.stage.process(good, runner.producer) if good else 0
+        ticked = runner.stage.tick(runner.producer)
+        rounds.append((runner, good, events, started, bool(good) or ticked > 0))
+    busy = [r for r in rounds if r[4]]
+    for runner, *_ in busy:
+        _flush(runner.producer)
+    wrote = [runner for runner, *_ in busy if runner.stage.checkpoint(runner.producer)]
+    for runner in wrote:
+        _flush(runner.producer)
+    for runner, good, events, started, _busy in busy:
+        runner._commit()
+        if good:
+            runner._done(good, events, started)
+    return sum(len(r[1]) for r in rounds)

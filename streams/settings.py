@@ -75,7 +75,7 @@ class Settings:
     allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
                                        "e.g. 2d.", default=2 * 86400.0)
     hot_patients: int = _setting("RWE_HOT_PATIENTS", "Patients per partition the ascertain stage keeps "
-                                 "unpacked between batches (more: less CPU, more memory).", default=1000)
+                                 "unpacked between batches (more: less CPU, more memory).", default=2000)
     dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
                                      "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "

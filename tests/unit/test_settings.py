@@ -73,3 +73,4 @@ def test_every_setting_is_documented() -> None:
     rows = describe()
     assert all(env.startswith("RWE_") and doc for env, _default, doc in rows)
     assert len({env for env, _d, _doc in rows}) == len(rows)
+
