@@ -28,6 +28,7 @@ from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
 from streams.dlq import DeadLetterWriter, Rejected, Rejection
 from streams.engine import Engine
 from streams.event_time_merge import EventTimeMerge
+from streams.feed_health import SiteActivityCounter
 from streams.metrics import EngineMetrics, observe_many
 from streams.partitioned_state import PartitionedState
 from streams.pseudonym import Pseudonymiser
@@ -58,6 +59,10 @@ class NormaliseStage:
             STAGE, settings.topic(topics.DEDUPE_CHANGELOG), "rwe.internal.DedupeDelta",
             lambda: DedupeStore(horizon_us), consumer_factory, metrics)
         self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
+        # Feed health: per-site counts per event-time bucket, one record per site per batch.
+        self.activity = SiteActivityCounter(settings.feed_bucket)
+        self.activity_topic = settings.topic(topics.SITE_ACTIVITY)
+        self._activity_encoder = wire.Encoder(schemas.SITE_ACTIVITY)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)
@@ -101,6 +106,7 @@ class NormaliseStage:
                 try:
                     out = normalise(record, ingest)
                 except Rejected as exc:
+                    self._dead_letter_of(record.get("site_id"))
                     original = value if single else self._reencoder.encode(record)
                     self.dead_letters.send(producer, msg, exc.rejection, original, record.get("site_id"))
                     continue
@@ -115,6 +121,7 @@ class NormaliseStage:
         produce, out_topic, encode = producer.produce, self.out_topic, self.encoder.encode
         m = self.metrics
         accepted: dict[tuple[str, str], list[float]] = {}  # (site, event type) -> feed latencies (s)
+        count_activity = self.activity.accepted
         for out, record, msg, single in released:
             store = self.stores.get(msg.partition() or 0)
             site = out["site_id"]
@@ -124,19 +131,28 @@ class NormaliseStage:
             if verdict is NEW:
                 produce(out_topic, value=encode(out), key=out["patient_pseudonym"].encode())
                 accepted.setdefault((site, out["event_type"]), []).append(max(0.0, (ingest - out["event_time"]) / 1e6))
+                count_activity(site, out["event_time"], ingest)
                 if not out["mapped"]:
                     m.unmapped_codes.labels(m.site_label(site), out["code_system"] or "unknown").inc()
             elif verdict is DUPLICATE:
                 m.duplicates.labels(STAGE, m.site_label(site)).inc()
             else:
                 assert verdict is CONFLICT
+                self._dead_letter_of(site)
                 original = msg.value() if single else self._reencoder.encode(record)
                 self.dead_letters.send(producer, msg, Rejection(
                     "duplicate_conflict", "event id already accepted with different content; "
                     "a correction needs a new event id"), original, site)
+        for activity in self.activity.drain():
+            produce(self.activity_topic, value=self._activity_encoder.encode(activity),
+                    key=activity["site_id"].encode())
         producer.poll(0)
         self._held.set(len(self.merge))
         return self._count_accepted(accepted)
+
+    def _dead_letter_of(self, site: Any) -> None:
+        if site in self.metrics.sites:  # configured sites only: the feed-health checks are per site
+            self.activity.dead_letter(site)
 
     def commit_offsets(self) -> list[TopicPartition]:
         """Input offsets safe to commit: behind every event still held for ordering."""

@@ -10,6 +10,8 @@ Additions, all outside the engine's code:
   every observation ascertain published by then (counters: rwe_stage_events_in_total and
   rwe_stage_events_out_total of the worker's own registry, the ones /metrics serves).
 * ``BENCH_COALESCE_SECONDS``: sets the aggregate stage's ``coalesce_seconds`` attribute.
+* ``BENCH_STAGES``: the stages to run, space-separated (default ``normalise ascertain
+  aggregate``; add ``monitor`` to measure what the monitors cost the pipeline).
 * ``BENCH_STATE_FILE``: on SIGTERM (before stopping), the ascertain stage's trackers: patients, facts,
   published observations and the bytes of their changelog snapshot
   (``OutcomeTracker.snapshot()`` encoded as rwe.internal.AscertainDelta).
@@ -75,7 +77,8 @@ def main() -> int:
             if changed:
                 _write(progress_file, progress)
 
-    worker = Worker(engine, ["normalise", "ascertain", "aggregate"], on_batch=on_batch)
+    stages = os.environ.get("BENCH_STAGES", "normalise ascertain aggregate").split()
+    worker = Worker(engine, stages, on_batch=on_batch)
     started_file = os.environ.get("BENCH_STARTED_FILE")
     coalesce = os.environ.get("BENCH_COALESCE_SECONDS")
     for runner in worker.runners:

@@ -141,6 +141,14 @@ def cmd_dlq(args: argparse.Namespace) -> int:
     return dlq.replay(settings, reasons=args.reason, to_topic=args.to_topic, dry_run=args.dry_run)
 
 
+def cmd_alerts(args: argparse.Namespace) -> int:
+    from streams import open_alerts
+
+    alerts = open_alerts.open_alerts(open_alerts.latest(settings_from(args)))
+    print(open_alerts.render(alerts, args.json))
+    return 0
+
+
 def cmd_catalogue(args: argparse.Namespace) -> int:
     import json
 
@@ -240,7 +248,9 @@ def build_parser() -> argparse.ArgumentParser:
                    "when the simulated feed is done and processed)")
     p.add_argument("--days", type=int, default=540, help="simulated days of care (default 540: 12-month "
                    "indicators then have six months of completed follow-up)")
-    p.add_argument("--patients-per-site", type=int, default=600, help="patients per site (default 600)")
+    p.add_argument("--patients-per-site", type=int, default=2000,
+                   help="patients per site (default 2000: ~450 heart-failure admissions each, enough for the "
+                   "CUSUM to find the injected deterioration within the first simulated year)")
     p.add_argument("--speed", type=float, default=365 * 86400 / 60,
                    help="simulated seconds per second (default: a year in a minute)")
     p.add_argument("--seed", type=int, default=7)
@@ -257,8 +267,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "create"])
 
     p = add("worker", cmd_worker, "Run the engine's stages against the configured broker.")
-    p.add_argument("--stages", nargs="+", default=["normalise", "ascertain", "aggregate"], metavar="STAGE",
-                   help="stages to run (default: all: normalise ascertain aggregate)")
+    p.add_argument("--stages", nargs="+", default=["normalise", "ascertain", "aggregate", "monitor"], metavar="STAGE",
+                   help="stages to run (default: all: normalise ascertain aggregate monitor)")
     p.add_argument("--create-topics", action="store_true", help="create missing topics first")
 
     from streams.simulator import command as simulate_command
@@ -279,6 +289,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--show", type=int, default=0, help="also print this many individual dead letters")
     p.add_argument("--to-topic", default=None, help="replay to this topic (default: each letter's source topic)")
     p.add_argument("--dry-run", action="store_true", help="count what would be replayed, send nothing")
+
+    p = add("alerts", cmd_alerts, "List the open alerts from the alerts topic, highest triage rank first.")
+    p.add_argument("--json", action="store_true", help="print the Alert records as JSON")
 
     from streams import registry_server
 

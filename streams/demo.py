@@ -32,6 +32,12 @@ from streams.settings import DEV, Settings
 from streams.topics import RAW, create_topics
 
 DEMO_SHIFT_SITE = "NL-AMC"
+# NL-AMC's simulated heart-failure mortality sits below the case-mix expectation (site effect
+# -0.29 log odds), so doubling its own odds brings it to only ~1.5x the expected odds, where a
+# CUSUM tuned to a doubling (R_A = 2) drifts down. Odds x3 puts the site at about twice the
+# expected odds: the deterioration the chart is designed for. It starts a third of the way in,
+# so a one-minute demo (a year of care) has months of it (README, Monitoring).
+DEMO_SHIFT_ODDS = 3.0
 
 
 class FeedProgress:
@@ -54,7 +60,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     start = datetime(2025, 1, 1, tzinfo=UTC)
     config = SimulationConfig(
         seed=args.seed, patients_per_site=args.patients_per_site, start=start, days=args.days,
-        shifts=(Shift(DEMO_SHIFT_SITE, "hf_mortality_30d", 2.0, start + timedelta(days=args.days // 2)),))
+        shifts=(Shift(DEMO_SHIFT_SITE, "hf_mortality_30d", DEMO_SHIFT_ODDS, start + timedelta(days=args.days // 3)),))
     console.print(f"Generating the simulated feed ({args.days} days, {args.patients_per_site} patients per "
                   f"site, seed {args.seed}) ...")
     messages, manifest = generate(config)
@@ -70,8 +76,9 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             engine.metrics.serve(metrics_port, settings.metrics_host)
         console.print(f"Tansu broker on {broker.bootstrap}; metrics on http://127.0.0.1:{metrics_port}/metrics; "
                       "dev mode: a throw-away pseudonymisation key (production needs RWE_PSEUDONYM_KEY).")
-        worker = Worker(engine, ["normalise", "ascertain", "aggregate"])
+        worker = Worker(engine, ["normalise", "ascertain", "aggregate", "monitor"])
         aggregate = next(r.stage for r in worker.runners if r.stage.name == "aggregate")
+        monitor = next(r.stage for r in worker.runners if r.stage.name == "monitor")
         worker.start()
 
         if not worker.wait_assigned(60):
@@ -100,7 +107,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
         began = time.monotonic()
         registry = engine.metrics.registry
         view = LiveView(load_catalogue(), engine.sites, registry, aggregate.latest_snapshots,  # type: ignore[attr-defined]
-                        window=args.window or None)
+                        window=args.window or None, alerts=monitor.open_alerts)  # type: ignore[attr-defined]
 
         def screen() -> Any:
             return view.render(progress.messages, len(messages), progress.sim_time)
@@ -123,6 +130,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
                         live.update(screen())
             time.sleep(1.5)  # let the last coalesced snapshots out
             final = screen()  # before stopping: a stopped stage no longer owns its snapshots
+            detected = detection(monitor.open_alerts(), config.shifts[0])  # type: ignore[attr-defined]
         finally:
             worker.stop()
         if args.no_live:
@@ -135,8 +143,20 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
                       f"duplicates dropped (expected {manifest.duplicates}), "
                       f"{metric_total(registry, 'rwe_dead_letters_total'):.0f} dead letters (expected "
                       f"{sum(manifest.malformed.values())}). Injected: {DEMO_SHIFT_SITE} heart failure 30-day "
-                      f"mortality odds x2 from {config.shifts[0].start:%Y-%m-%d}.")
+                      f"mortality odds x{DEMO_SHIFT_ODDS:g} from {config.shifts[0].start:%Y-%m-%d}.")
+        console.print(detected)
     return 0 if not worker.errors else 3
+
+
+def detection(alerts: list[dict[str, Any]], shift: Any) -> str:
+    """One line: whether the injected shift raised its CUSUM alert, and how long after it began."""
+    start_us = int(shift.start.timestamp() * 1e6)
+    for a in alerts:
+        if (a["indicator"], a["scope_id"], a["method"]) == (shift.outcome, shift.site, "cusum_up"):
+            days = (a["first_seen"] - start_us) / 86_400e6
+            return (f"Detected: {a['alert_id']} ({a['severity']}), {days:.0f} days of event time after the shift "
+                    f"began (O/E {a['observed_expected'] or 'suppressed'}).")
+    return f"Not detected: no open cusum_up alert for {shift.outcome} at {shift.site}."
 
 
 def _finished(args: argparse.Namespace, began: float, progress: FeedProgress, processed: float,

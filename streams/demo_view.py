@@ -18,6 +18,9 @@ from streams.sites import Site
 AREA_TITLES = {"cardiovascular": "Cardiovascular (BigData@Heart)", "prostate_cancer": "Prostate cancer (PIONEER)",
                "hematologic": "Hematologic malignancies (HARMONY)", "dementia": "Dementia (ROADMAP)"}
 SnapshotSource = Callable[[], dict[str, dict[str, Any]]]
+AlertSource = Callable[[], list[dict[str, Any]]]
+MARKED_METHODS = ("cusum_up", "funnel")  # a deterioration: marked on the indicator's cell
+ALERT_ROWS = 8
 
 
 def metric_total(registry: CollectorRegistry, name: str, **match: str) -> float:
@@ -63,12 +66,14 @@ class LiveView:
     """Renders the live view from the worker's metrics and the aggregate stage's snapshots."""
 
     def __init__(self, catalogue: Catalogue, sites: dict[str, Site], registry: CollectorRegistry,
-                 snapshots: SnapshotSource, window: int | None = 365) -> None:
+                 snapshots: SnapshotSource, window: int | None = 365,
+                 alerts: AlertSource = list) -> None:
         self.catalogue = catalogue
         self.sites = sorted(sites)
         self.registry = registry
         self.snapshots = snapshots
         self.window = window
+        self.alerts = alerts
         self.started = time.monotonic()
 
     def _window_key(self) -> str:
@@ -91,6 +96,9 @@ class LiveView:
                      "late events", f"{metric_total(r, 'rwe_late_events_total'):.0f}")
         parts: list[Any] = [head]
         window = self._window_key()
+        alerts = self.alerts()
+        marked = {(a["indicator"], a["scope_id"]) for a in alerts
+                  if a["method"] in MARKED_METHODS and (a["method"] != "funnel" or a["statistic"] > 0)}
         for area, indicators in self.catalogue.by_area().items():
             title = (f"{AREA_TITLES.get(area, area)}: index events in the last {self.window} days with follow-up "
                      "complete" if self.window else f"{AREA_TITLES.get(area, area)}: all index events")
@@ -102,10 +110,34 @@ class LiveView:
             for ind in indicators:
                 network = snaps.get(f"{ind.id}|NETWORK|network|{window}")
                 row = [Text(ind.id), cell_text(network, None)]
-                row += [cell_text(snaps.get(f"{ind.id}|SITE|{site}|{window}"), network) for site in self.sites]
+                for site in self.sites:
+                    text = cell_text(snaps.get(f"{ind.id}|SITE|{site}|{window}"), network)
+                    if (ind.id, site) in marked:
+                        text = Text.assemble(Text("ALERT ", style="bold white on red"), text)
+                    row.append(text)
                 table.add_row(*row)
             parts.append(table)
         parts.append(Text("red: site's 95 % interval lies above the network rate; green: below. "
                           "Continuous: mean (median). O/E: observed over expected for the case mix "
-                          "(catalogue risk models). Small cells are suppressed.", style="dim"))
+                          "(catalogue risk models). Small cells are suppressed. ALERT: an open CUSUM or "
+                          "funnel alert for a worse outcome.", style="dim"))
+        parts.append(alerts_table(alerts))
         return Group(*parts)
+
+
+def alerts_table(alerts: list[dict[str, Any]]) -> Table:
+    """The open alerts, highest triage rank first."""
+    table = Table(title=f"Open alerts ({len(alerts)}), highest rank first", title_justify="left", pad_edge=False)
+    for column in ("severity", "method", "indicator", "site", "statistic / limit", "O/E", "observed / n",
+                   "since (event time)"):
+        table.add_column(column)
+    for a in alerts[:ALERT_ROWS]:
+        evidence = f"{a['numerator']}/{a['denominator']}" if a["denominator"] is not None else "suppressed"
+        style = {"CRITICAL": "bold red", "WARNING": "yellow"}.get(a["severity"], "")
+        table.add_row(Text(a["severity"], style=style), a["method"], a["indicator"] or "(feed)", a["scope_id"],
+                      f"{a['statistic']:.2f} / {a['limit']:.2f}",
+                      "-" if a["observed_expected"] is None else f"{a['observed_expected']:.2f}", evidence,
+                      datetime.fromtimestamp(a["first_seen"] / 1e6, UTC).strftime("%Y-%m-%d"))
+    if len(alerts) > ALERT_ROWS:
+        table.caption = f"... and {len(alerts) - ALERT_ROWS} more (rwe alerts)"
+    return table

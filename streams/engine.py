@@ -24,7 +24,7 @@ from streams.settings import Settings
 from streams.sites import Site, load_sites
 
 log = logging.getLogger(__name__)
-STAGES = ("normalise", "ascertain", "aggregate")
+STAGES = ("normalise", "ascertain", "aggregate", "monitor")
 
 
 @dataclass

@@ -23,6 +23,8 @@ DEAD_LETTER = "rwe.events.DeadLetter"
 OUTCOME_OBSERVATION = "rwe.outcomes.OutcomeObservation"
 INDICATOR_SNAPSHOT = "rwe.outcomes.IndicatorSnapshot"
 ALERT = "rwe.outcomes.Alert"
+SITE_ACTIVITY = "rwe.internal.SiteActivity"
+MONITOR_DELTA = "rwe.internal.MonitorDelta"
 
 
 def schemas_dir() -> Path:

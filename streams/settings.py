@@ -8,6 +8,7 @@ meaning; the README's configuration table is generated from the same declaration
 from __future__ import annotations
 
 import logging
+import math
 import re
 import secrets
 import time
@@ -79,6 +80,26 @@ class Settings:
                                      "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
                                        "recorded time, or a record after now (clock skew).", default=3600.0)
+    monitor_arl0: float = _setting(
+        "RWE_MONITOR_ARL0", "In-control average run length of every sequential monitor (CUSUM, EWMA), in "
+        "observations of one indicator at one site: the limits are calibrated to it.", default=1000.0)
+    monitor_warmup: int = _setting(
+        "RWE_MONITOR_WARMUP", "FINAL observations of an indicator network-wide before its charts start "
+        "(running rates and the patient mix need them).", default=30)
+    monitor_resolve_after: int = _setting(
+        "RWE_MONITOR_RESOLVE_AFTER", "An open CUSUM alert resolves after this many consecutive "
+        "observations below half its limit, an EWMA alert after this many inside its limits.", default=200)
+    monitor_ewma_lambda: float = _setting("RWE_MONITOR_EWMA_LAMBDA", "EWMA weight (0.05-0.2).", default=0.1)
+    monitor_overdispersion: str = _setting(
+        "RWE_MONITOR_OVERDISPERSION", "Funnel-plot overdispersion: none, phi (Spiegelhalter's "
+        "multiplicative factor from the sites' z-scores) or winsorised (the same, z-scores winsorised "
+        "at 10 % each end).", default="none")
+    feed_bucket: float = _setting("RWE_FEED_BUCKET", "Event-time bucket of the per-site volume the EARS "
+                                  "checks watch, e.g. 1h.", default=3600.0)
+    feed_silence: float = _setting("RWE_FEED_SILENCE", "Wall-clock time without an accepted event from a "
+                                   "site before a feed-silence alert, e.g. 15m.", default=900.0)
+    feed_dlq_rate: float = _setting("RWE_FEED_DLQ_RATE", "Share of a site's records dead-lettered (over "
+                                    "its last 24 buckets) that raises an alert.", default=0.05)
     metrics_port: int = _setting("RWE_METRICS_PORT", "Port of the /metrics endpoint; 0 is off.", default=9464)
     consumer_lag_interval: float = _setting(
         "RWE_CONSUMER_LAG_INTERVAL", "How often rwe_consumer_lag is refreshed (librdkafka statistics); "
@@ -124,6 +145,18 @@ class Settings:
             raise ConfigError(f"RWE_CONSUMER_LAG_INTERVAL must not be negative, not {self.consumer_lag_interval}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"RWE_LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, not {self.log_level!r}")
+        if self.monitor_arl0 < 10:
+            raise ConfigError(f"RWE_MONITOR_ARL0 must be at least 10 observations, not {self.monitor_arl0}")
+        if not 0.01 <= self.monitor_ewma_lambda <= 1:
+            raise ConfigError(f"RWE_MONITOR_EWMA_LAMBDA must lie in [0.01, 1], not {self.monitor_ewma_lambda}")
+        if self.monitor_overdispersion not in ("none", "phi", "winsorised"):
+            raise ConfigError("RWE_MONITOR_OVERDISPERSION must be none, phi or winsorised, not "
+                              f"{self.monitor_overdispersion!r}")
+        if not 0 < self.feed_dlq_rate < 1:
+            raise ConfigError(f"RWE_FEED_DLQ_RATE must lie in (0, 1), not {self.feed_dlq_rate}")
+        for name in ("monitor_warmup", "monitor_resolve_after", "feed_bucket", "feed_silence"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{_env_of(name)} must be positive, not {getattr(self, name)}")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:
             raise ConfigError("RWE_PSEUDONYM_KEY must be at least 32 characters")
 
@@ -212,8 +245,14 @@ def _env_of(name: str) -> str:
 def _convert(name: str, env_name: str, raw: str, type_: Any) -> Any:
     kind = str(type_)
     try:
-        if name in ("allowed_lateness", "dedupe_horizon", "future_tolerance", "batch_wait"):
+        if name in ("allowed_lateness", "dedupe_horizon", "future_tolerance", "batch_wait", "feed_bucket",
+                    "feed_silence"):
             return parse_duration(raw)
+        if kind.startswith("float"):
+            value = float(raw)
+            if not math.isfinite(value):
+                raise ValueError("not a finite number")
+            return value
         if kind.startswith("int"):
             if not raw.strip().lstrip("-").isdigit():
                 raise ValueError("not a whole number")

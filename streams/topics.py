@@ -42,6 +42,8 @@ NETWORK = "network.aggregates"
 DEDUPE_CHANGELOG = "normalise.dedupe-changelog"
 ASCERTAIN_CHANGELOG = "ascertain.changelog"
 AGGREGATE_CHANGELOG = "aggregate.changelog"
+SITE_ACTIVITY = "normalise.site-activity"
+MONITOR_CHANGELOG = "monitor.changelog"
 
 TOPICS: tuple[TopicSpec, ...] = (
     TopicSpec(RAW, "ClinicalEvent from hospital feeds: single records or Avro containers of many.",
@@ -54,7 +56,8 @@ TOPICS: tuple[TopicSpec, ...] = (
               key="indicator|site"),
     TopicSpec(INDICATORS, "IndicatorSnapshot, latest per key.", compacted=True,
               key="indicator|scope|scope id|window"),
-    TopicSpec(ALERTS, "Alert lifecycle records.", key="alert id"),
+    TopicSpec(ALERTS, "Alert lifecycle records (OPEN, UPDATED, RESOLVED), latest per alert.", compacted=True,
+              key="alert id"),
     TopicSpec(NETWORK, "Small-cell-suppressed aggregates shared with the federation.", compacted=True,
               key="indicator|scope|scope id|window"),
     TopicSpec(DEDUPE_CHANGELOG, "Internal: normaliser dedupe state, one record per partition per batch.",
@@ -63,6 +66,11 @@ TOPICS: tuple[TopicSpec, ...] = (
               key="input partition"),
     TopicSpec(AGGREGATE_CHANGELOG, "Internal: rolling indicator state (observation upserts, evicted totals), "
               "one record per partition per batch.", key="input partition"),
+    TopicSpec(SITE_ACTIVITY, "Internal: per-site event counts per event-time bucket, dead letters and last "
+              "event time, one record per site per normaliser batch (feed health).", key="site id",
+              retention_ms=WEEK_MS),
+    TopicSpec(MONITOR_CHANGELOG, "Internal: monitor charts, observations in the funnel window, open alerts "
+              "and feed health, one record per partition per batch.", key="input partition"),
 )
 
 

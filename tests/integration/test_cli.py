@@ -16,7 +16,7 @@ from streams.settings import Settings
 from streams.topics import create_topics
 
 SUBCOMMANDS = ["demo", "broker", "topics", "worker", "simulate", "publish", "dlq", "registry", "catalogue",
-               "evaluate", "calibrate", "config"]
+               "evaluate", "calibrate", "config", "alerts"]
 
 
 def rwe(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
@@ -42,6 +42,9 @@ def test_help_everywhere(command: str) -> None:
     (["catalogue", "show", "no_such_indicator"], {}, "unknown indicator"),
     (["evaluate", "--events", "/nonexistent.avro"], {}, "cannot read /nonexistent.avro"),
     (["simulate", "--shift", "garbage"], {"RWE_MODE": "dev"}, "--shift"),
+    (["alerts", "--broker", "127.0.0.1:1"], {}, "cannot reach the broker at 127.0.0.1:1"),
+    (["alerts", "--json"], {"RWE_MONITOR_ARL0": "often"}, "RWE_MONITOR_ARL0"),
+    (["alerts"], {"RWE_MONITOR_OVERDISPERSION": "lots"}, "RWE_MONITOR_OVERDISPERSION must be none, phi"),
     (["evaluate", "--events", "x.avro", "--format", "avro"], {}, "--format avro needs --out"),
     (["calibrate"], {}, "one of the arguments --observations --topic is required"),
     (["calibrate", "--observations", "/nonexistent.avro"], {}, "cannot read /nonexistent.avro"),

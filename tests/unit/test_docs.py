@@ -23,7 +23,7 @@ def test_every_setting_the_deployment_uses_exists() -> None:
 
 def test_the_readme_configuration_table_is_complete_and_current() -> None:
     readme = (ROOT / "README.md").read_text()
-    rows = dict(re.findall(r"^\| `(RWE_[A-Z_*]+)` \| ([^|]*) \|", readme, flags=re.MULTILINE))
+    rows = dict(re.findall(r"^\| `(RWE_[A-Z0-9_*]+)` \| ([^|]*) \|", readme, flags=re.MULTILINE))
     assert set(rows) == KNOWN
     for env, default, _doc in describe():
         assert rows[env].strip() == (f"`{default}`" if default else ""), env

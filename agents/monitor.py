@@ -1,0 +1,198 @@
+"""Monitor stage: outcomes.observations + normalise.site-activity -> outcomes.alerts.
+
+One :class:`streams.monitoring.MonitorState` per input partition: observations are
+partitioned by indicator (every site of an indicator meets here) and site activity by
+site; with the same partition count, partition p of both topics is one store. Per
+batch the stage decodes the records itself (a bad record is a dead letter, never a
+crash), feeds FINAL observations to the charts (the rules are in
+:mod:`streams.monitoring`; feed health in :mod:`streams.feed_health`), recomputes
+the funnel of each indicator that changed once, and publishes the alert records the
+batch produced (:mod:`streams.alerting`) to ``outcomes.alerts`` (compacted, key
+alert_id) before the changelog is written, so a crash replays the batch into the
+same records under the same keys. The state goes to a batched changelog like the
+other stages (one record per partition per batch, a snapshot when the deltas since the
+last one outweigh it).
+
+:meth:`MonitorStage.tick` checks feed silence (wall clock). In-process readers (the
+collector, the demo) call :meth:`MonitorStage.readings` and
+:meth:`MonitorStage.open_alerts`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from confluent_kafka import Consumer, Message, Producer
+
+from streams import rolling, schemas, topics, wire
+from streams.clock import now_us
+from streams.definitions import Catalogue, load_catalogue
+from streams.dlq import DeadLetterWriter, Rejection
+from streams.engine import Engine
+from streams.feed_health import FeedHealth
+from streams.metrics import EngineMetrics
+from streams.monitoring import MonitorConfig, MonitorReading, MonitorState
+from streams.partitioned_state import PartitionedState
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+STAGE = "monitor"
+
+
+def monitor_config(settings: Settings) -> MonitorConfig:
+    return MonitorConfig(arl0=settings.monitor_arl0, warmup=settings.monitor_warmup,
+                         resolve_after=settings.monitor_resolve_after, ewma_lambda=settings.monitor_ewma_lambda,
+                         overdispersion=settings.monitor_overdispersion, min_cell_count=settings.min_cell_count,
+                         cell_rounding=settings.cell_rounding)
+
+
+class MonitorStage:
+    """Sequential monitors and the alert lifecycle as a batch stage of :class:`streams.runner.StageRunner`."""
+
+    name = STAGE
+
+    def __init__(self, settings: Settings, catalogue: Catalogue, metrics: EngineMetrics, decoder: wire.Decoder,
+                 activity_decoder: wire.Decoder, encoder: wire.Encoder, dlq_encoder: wire.Encoder,
+                 consumer_factory: Callable[[], Consumer], clock: Callable[[], int] = now_us) -> None:
+        self.settings = settings
+        self.catalogue = catalogue
+        self.metrics = metrics
+        self.decoder = decoder
+        self.activity_decoder = activity_decoder
+        self.encoder = encoder
+        self.clock = clock
+        self.config = monitor_config(settings)
+        self.in_topic = settings.topic(topics.OBSERVATIONS)
+        self.activity_topic = settings.topic(topics.SITE_ACTIVITY)
+        self.out_topic = settings.topic(topics.ALERTS)
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        kinds = {i.id: (i.kind == "continuous", rolling.follow_up_us(i)) for i in catalogue.indicators.values()}
+        self.states: PartitionedState[MonitorState] = PartitionedState(
+            STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,
+            lambda: MonitorState(kinds, self.config, FeedHealth(settings.feed_silence, settings.feed_dlq_rate)),
+            consumer_factory, metrics)
+        self._lock = threading.Lock()
+        self._republish: list[dict[str, Any]] = []
+        self._events_in = metrics.events_in.labels(STAGE)
+        self._events_out = metrics.events_out.labels(STAGE)
+
+    # --- partition ownership -------------------------------------------------
+    def input_topics(self) -> list[str]:
+        return [self.in_topic, self.activity_topic]
+
+    def assign(self, partitions: list[int]) -> None:
+        self.states.assign(partitions)
+        # A restored partition's open alerts go out once more (same keys, same records).
+        with self._lock:
+            self._republish = [a for p in partitions for a in self.states.get(p).alerts]
+
+    def revoke(self, partitions: list[int]) -> None:
+        with self._lock:
+            self.states.revoke(partitions)
+
+    # --- the batch -----------------------------------------------------------
+    def process(self, messages: list[Message], producer: Producer) -> int:
+        events = 0
+        kinds = self.catalogue.indicators
+        with self._lock:
+            touched: set[int] = set()
+            for msg in messages:
+                partition = msg.partition() or 0
+                state = self.states.get(partition)
+                touched.add(partition)
+                if msg.topic() == self.activity_topic:
+                    records = self.dead_letters.decode(producer, msg, self.activity_decoder)
+                    for record in records or ():
+                        state.feed.activity(record)
+                    events += len(records or ()) or 1
+                    continue
+                records = self.dead_letters.decode(producer, msg, self.decoder)
+                if records is None:
+                    events += 1
+                    continue
+                events += len(records)
+                for record in records:
+                    why = rolling.problem(record, self.catalogue)
+                    if why is not None:
+                        self.dead_letters.send(producer, msg, Rejection("invalid_observation", why), msg.value(),
+                                               record.get("site_id"))
+                        continue
+                    status = record["status"]
+                    if status == rolling.OPEN:
+                        continue
+                    monitor = state.monitor(record["indicator"])
+                    if status == rolling.FINAL:
+                        continuous = kinds[record["indicator"]].kind == "continuous"
+                        monitor.observe(record["observation_id"], record["site_id"],
+                                        record["closed_time"] or record["index_time"],
+                                        record["value"] if continuous else float(record["outcome"]),
+                                        record.get("expected"), record["index_time"])
+                    else:
+                        monitor.retract(record["observation_id"])
+            for p in touched:
+                self.states.get(p).end_batch()
+            produced = self._publish(producer, [self.states.get(p) for p in touched])
+        self._events_in.inc(events)
+        if produced:
+            self._events_out.inc(produced)
+        return events
+
+    def _publish(self, producer: Producer, states: list[MonitorState]) -> int:
+        records = [r for state in states for r in state.alerts.drain()]
+        republish, self._republish = self._republish, []
+        for record in [*republish, *records]:
+            producer.produce(self.out_topic, value=self.encoder.encode(record), key=record["alert_id"].encode())
+        for record in records:
+            log.info("alert %s %s: %s %s at %s (%s %.3g, limit %.3g)", record["status"], record["alert_id"],
+                         record["method"], record["indicator"] or "feed", record["scope_id"], record["severity"],
+                         record["statistic"], record["limit"])
+        if records or republish:
+            producer.poll(0)
+        return len(records) + len(republish)
+
+    def checkpoint(self, producer: Producer) -> bool:
+        with self._lock:
+            for _partition, state in self.states:
+                state.evict()
+            return self.states.checkpoint(producer)
+
+    def tick(self, producer: Producer) -> int:
+        now = self.clock()
+        with self._lock:
+            states = [state for _p, state in self.states]
+            for state in states:
+                state.feed.check_silence(now)
+            produced = self._publish(producer, states)
+        if produced:
+            self._events_out.inc(produced)
+        return produced
+
+    # --- in-process readers --------------------------------------------------
+    def readings(self) -> list[MonitorReading]:
+        """Every monitor's current statistic, limit and whether its alert is open."""
+        with self._lock:
+            return [r for _p, state in self.states for r in state.readings()]
+
+    def open_alerts(self) -> list[dict[str, Any]]:
+        """Open alerts (Alert records as dicts, disclosure-controlled), highest rank first."""
+        with self._lock:
+            alerts = [dict(a) for _p, state in self.states for a in state.alerts]
+        return sorted(alerts, key=lambda a: -a["rank"])
+
+
+def build(engine: Engine) -> MonitorStage:
+    """The stage as the worker discovers it (``agents.<name>.build``)."""
+    from streams.registry import decoder_for, encoder_for
+
+    settings = engine.settings
+    return MonitorStage(
+        settings, load_catalogue(), engine.metrics,
+        decoder=decoder_for(settings, schemas.OUTCOME_OBSERVATION),
+        activity_decoder=wire.Decoder(schemas.SITE_ACTIVITY),
+        encoder=encoder_for(settings, schemas.ALERT, settings.topic(topics.ALERTS)),
+        dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
+        consumer_factory=engine.changelog_consumer,
+    )

@@ -1,0 +1,122 @@
+"""What the monitor stage costs per observation: ``MonitorStage.process`` on big batches.
+
+    .venv/bin/python benchmarks/monitor_bench.py [--observations N] [--batch N]
+
+Feeds N encoded OutcomeObservation records (FINAL, binary and continuous, six sites,
+expected risks filled, as the risk model does; and with expected null, the network
+fallback) through the stage's real ``process`` (Avro decode, validation, charts,
+funnel once per batch, alert records encoded) in batches like the runner's, with an
+in-memory producer: no broker, so the number is the stage's own CPU cost. The first
+batches include the limit calibrations (cached afterwards); both are reported.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from agents.monitor import MonitorStage
+from streams import schemas, wire
+from streams.definitions import load_catalogue
+from streams.metrics import EngineMetrics
+from streams.settings import DEV, Settings
+
+SITES = ("DE-CHA", "DE-LMU", "ES-HCB", "FI-HUS", "GB-UCL", "NL-AMC")
+T0 = 1_735_689_600_000_000
+DAY = 86_400_000_000
+
+
+class Message:
+    """The parts of confluent_kafka.Message the stage reads."""
+
+    def __init__(self, topic: str, value: bytes, offset: int) -> None:
+        self._topic, self._value, self._offset = topic, value, offset
+
+    def topic(self) -> str:
+        return self._topic
+
+    def value(self) -> bytes:
+        return self._value
+
+    def key(self) -> bytes:
+        return b""
+
+    def partition(self) -> int:
+        return 0
+
+    def offset(self) -> int:
+        return self._offset
+
+
+class Producer:
+    def __init__(self) -> None:
+        self.produced = 0
+
+    def produce(self, *_a: Any, **_k: Any) -> None:
+        self.produced += 1
+
+    def poll(self, _t: float) -> int:
+        return 0
+
+
+def feed(n: int, with_expected: bool, seed: int = 1) -> list[bytes]:
+    catalogue = load_catalogue()
+    indicators = [i for i in catalogue.indicators.values()]
+    encoder = wire.Encoder(schemas.OUTCOME_OBSERVATION)
+    rng = random.Random(seed)
+    out = []
+    for k in range(n):
+        ind = indicators[k % len(indicators)]
+        site = SITES[(k // len(indicators)) % len(SITES)]
+        t = T0 + k * (DAY // 200)
+        continuous = ind.kind == "continuous"
+        p = rng.choice((0.05, 0.1, 0.2, 0.3))
+        out.append(encoder.encode({
+            "observation_id": f"o{k}", "indicator": ind.id, "area": ind.area, "catalogue_version": catalogue.version,
+            "site_id": site, "region": "r", "country": "c", "status": "FINAL", "index_time": t,
+            "horizon_end": t + ind.horizon_us, "closed_time": t + DAY, "outcome": None if continuous else int(
+                rng.random() < p), "value": rng.gauss(8, 3) if continuous else None,
+            "expected": (8.0 if continuous else p) if with_expected else None, "exclusion": None, "covariates": {}}))
+    return out
+
+
+def run(n: int, batch: int, with_expected: bool) -> tuple[float, float]:
+    settings = Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0)
+    stage = MonitorStage(settings, load_catalogue(), EngineMetrics(), wire.Decoder(schemas.OUTCOME_OBSERVATION),
+                         wire.Decoder(schemas.SITE_ACTIVITY), wire.Encoder(schemas.ALERT),
+                         wire.Encoder(schemas.DEAD_LETTER), consumer_factory=lambda: None)  # type: ignore[arg-type, return-value]
+    values = feed(n, with_expected)
+    topic = stage.in_topic
+    messages = [Message(topic, v, i) for i, v in enumerate(values)]
+    producer = Producer()
+    first = len(messages) // 5
+    started = time.perf_counter()
+    for i in range(0, first, batch):
+        stage.process(messages[i:i + batch], producer)  # type: ignore[arg-type]
+    warm = time.perf_counter()
+    for i in range(first, len(messages), batch):
+        stage.process(messages[i:i + batch], producer)  # type: ignore[arg-type]
+    done = time.perf_counter()
+    return first / (warm - started), (len(messages) - first) / (done - warm)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--observations", type=int, default=200_000)
+    parser.add_argument("--batch", type=int, default=2000)
+    args = parser.parse_args()
+    for with_expected in (True, False):
+        cold, steady = run(args.observations, args.batch, with_expected)
+        print(f"expected {'filled' if with_expected else 'null (network fallback)'}: first 20 % (with limit "
+              f"calibrations) {cold:,.0f} observations/s; the rest {steady:,.0f} observations/s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
