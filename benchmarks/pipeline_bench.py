@@ -7,6 +7,8 @@ Every pipeline run gets a fresh embedded Tansu broker (topics with 2 partitions)
   T  throughput: the engine (one worker process, stages normalise, ascertain, aggregate) on
      Avro containers of 500 events per message and on one event per message; the naive
      three-agent Faust app (one process) on one event per message;
+  M  what the monitor stage costs: the engine without and with it (same worker process),
+     alternating on the same feed, containers and one event per message;
   L  event-to-snapshot latency at half the engine's measured per-event peak: probe deaths of
      patients with an open heart-failure admission; time until the hf_mortality_30d snapshot
      of the probe site with the incremented numerator is on outcomes.indicators (aggregate
@@ -66,6 +68,8 @@ PROBE_INDICATOR = "hf_mortality_30d"
 PROBE_KEY = f"{PROBE_INDICATOR}|SITE|{PROBE_SITE}|all"
 DEATH_LEAD_US = 36 * 3600 * 1_000_000              # a probe death is dated 1.5 d after the background's newest event
 RESULTS_DOC = BENCH / "RESULTS-pipeline.md"
+ENGINE_MONITORED = "engine + monitor"
+MONITORED_STAGES = "normalise ascertain aggregate monitor"
 
 
 # --------------------------------------------------------------------------- the feed
@@ -132,7 +136,7 @@ class Running:
 
 
 def start_engine(settings: Settings, events: int, expect: int, coalesce: float | None = None,
-                 min_cell_count: int | None = None) -> Running:
+                 min_cell_count: int | None = None, stages: str | None = None) -> Running:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(ROOT), "RWE_MODE": DEV, "RWE_BROKER": settings.broker,
@@ -145,6 +149,8 @@ def start_engine(settings: Settings, events: int, expect: int, coalesce: float |
         env["BENCH_COALESCE_SECONDS"] = str(coalesce)
     if min_cell_count is not None:
         env["RWE_MIN_CELL_COUNT"] = str(min_cell_count)
+    if stages is not None:
+        env["BENCH_STAGES"] = stages
     logf = tmp / "worker.log"
     spawned = time.time()
     proc = nb._spawn([nb.PYTHON, str(BENCH / "pipeline_worker.py")], env, logf)
@@ -199,6 +205,9 @@ PER_EVENT_ONE = "1 event/message, one raw partition"
 
 def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, one_partition: bool = False,
                    timeout: float = 600.0) -> Throughput:
+    """One pipeline on a fresh broker: ``engine``, ``engine + monitor`` (the monitor stage in the
+    same worker) or ``naive Faust``."""
+    monitored = pipeline == ENGINE_MONITORED
     if not per_event:
         messages, label = feed.containers, f"{feeds.CONTAINER_EVENTS} events/message"
     elif one_partition:
@@ -216,14 +225,15 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, one_partiti
                                                                         topics.DLQ))
         watcher = nb.Watcher(settings, [obs_topic, ind_topic, dlq_topic])
         watcher.start()
-        running = (start_engine(settings, feed.events, feed.expected_out) if pipeline == "engine"
+        running = (start_engine(settings, feed.events, feed.expected_out,
+                                stages=MONITORED_STAGES if monitored else None) if pipeline.startswith("engine")
                    else start_naive(settings, feed.expected_out))
         deadline = time.monotonic() + timeout
         next_note = time.monotonic() + 10
         done: dict[str, float] = {}
         while True:
             done = running.progress()
-            if "ascertain_done" in done and "aggregate_done" in done:
+            if "ascertain_done" in done and "aggregate_done" in done and (not monitored or "monitor_done" in done):
                 break
             running.pipeline.check_alive()
             now = time.monotonic()
@@ -255,9 +265,10 @@ def run_throughput(pipeline: str, feed: feeds.Feed, per_event: bool, one_partiti
         else:
             result.normalised = feed.expected_out if "ascertain_done" in done else 0
             result.late = int(done.get("late", 0))
-        if first is not None and "ascertain_done" in done and "aggregate_done" in done:
+        if (first is not None and "ascertain_done" in done and "aggregate_done" in done
+                and (not monitored or "monitor_done" in done)):
             result.complete = True
-            end = max(done["ascertain_done"], done["aggregate_done"])
+            end = max(done["ascertain_done"], done["aggregate_done"], done.get("monitor_done", 0.0))
             result.rate = feed.events / (end - first)
             result.startup_s = first - running.pipeline.spawned
             if "normalise_done" in done:
@@ -543,7 +554,8 @@ def _f(x: float, digits: int = 0) -> str:
     return "-" if x != x else f"{x:,.{digits}f}"
 
 
-def report(tp: list[Throughput], lat: list[Latency], state: dict[str, Any], meta: dict[str, str],
+def report(tp: list[Throughput], mon: list[Throughput], lat: list[Latency], state: dict[str, Any],
+           meta: dict[str, str],
            feed: feeds.Feed, naive_feed: feeds.Feed | None, bg: LatencyFeed | None, command: str,
            wall: float) -> str:
     naive = next((t for t in tp if t.pipeline == "naive Faust"), None)
@@ -569,6 +581,18 @@ def report(tp: list[Throughput], lat: list[Latency], state: dict[str, Any], meta
                      f"| {_f(t.ascertain_s, 1)} | {_f(t.aggregate_s, 1)} | {_f(t.last_snapshot_s, 1)} | {norm} "
                      f"| {t.observations:,} | {t.snapshots:,} | {t.dlq:,} | {t.late:,} | {_f(t.startup_s, 1)} "
                      f"| {nb._fmt_rss(t.rss_mb)} |")
+    lines += ["", "## What the monitor stage costs the pipeline", ""]
+    if mon:
+        lines += ["The engine without and with the monitor stage (charts, feed health, alert lifecycle) in the "
+                  "same worker process, alternating on the same feed; with it, a run ends when the monitor "
+                  "has read every observation too.", "",
+                  "| feed | without monitor ev/s | with monitor ev/s | change |", "|---|---|---|---|"]
+        for without, with_ in zip(mon[::2], mon[1::2], strict=True):
+            change = (f"{(with_.rate / without.rate - 1) * 100:+.1f} %" if without.complete and with_.complete
+                      else "-")
+            lines.append(f"| {without.feed} | {_f(without.rate)} | {_f(with_.rate)} | {change} |")
+    else:
+        lines.append("(not run)")
     lines += ["", "## Event-to-snapshot latency at half the engine's per-event peak", ""]
     if lat:
         lines += [f"Background: {lat[0].rate:,} events/s of single events ({bg.source if bg else '-'}); probes "
@@ -636,6 +660,11 @@ def report(tp: list[Throughput], lat: list[Latency], state: dict[str, Any], meta
         lines.append(f"- Peak RSS, per-event feed: engine {rss_e:.0f} MB vs naive {rss_n:.0f} MB "
                      f"({rss_e / rss_n:.2f}x; the naive run had {naive.events_in:,} events, the engine "
                      f"{engine_s.events_in if engine_s else 0:,}).")
+    for without, with_ in zip(mon[::2], mon[1::2], strict=True):
+        if without.complete and with_.complete:
+            cost = 1 - with_.rate / without.rate
+            lines.append(f"- Monitor stage, {without.feed}: {cost * 100:.1f} % of the pipeline's events/s "
+                         f"(target <= 10 %: {'met' if cost <= 0.10 else 'NOT met'}).")
     for x in lat:
         verdict = "met" if x.p99 < 1000 else "NOT met"
         lines.append(f"- Latency, coalesce {x.coalesce:.1f} s at {x.rate:,} events/s: p50 {_f(x.p50)} ms, "
@@ -646,7 +675,7 @@ def report(tp: list[Throughput], lat: list[Latency], state: dict[str, Any], meta
         lines.append(f"- State per active patient: {snap:,.0f} B serialised (target <= 1,024: "
                      f"{'met' if snap <= 1024 else 'NOT met'}), {mem:,.0f} B in memory (traced; target <= 1,024: "
                      f"{'met' if mem <= 1024 else 'NOT met'}).")
-    notes = [n for t in tp for n in t.notes] + [n for x in lat for n in x.notes]
+    notes = [n for t in (*tp, *mon) for n in t.notes] + [n for x in lat for n in x.notes]
     if notes:
         lines += ["", "## Problems seen in this run", "", *[f"- {n}" for n in notes]]
     return "\n".join([*head, "", *lines])
@@ -669,14 +698,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="aggregate coalesce_seconds of the latency runs (default 1.0 0.5)")
     parser.add_argument("--latency-rate", type=int, default=None,
                         help="background rate (default: half the engine's per-event throughput measured in this run)")
-    parser.add_argument("--only", choices=["T", "L", "S"], nargs="+", default=None, help="run only these parts")
+    parser.add_argument("--only", choices=["T", "M", "L", "S"], nargs="+", default=None, help="run only these parts")
     parser.add_argument("--results", type=Path, default=None, help="write the results here (default: "
                         "benchmarks/RESULTS-pipeline.md for a full run, nothing for --quick)")
     args = parser.parse_args(argv)
     events = args.events or (20_000 if args.quick else 190_000)
     naive_events = args.naive_events or (5_000 if args.quick else 25_000)
     seconds = args.latency_seconds or (8.0 if args.quick else 30.0)
-    only = set(args.only or ["T", "L", "S"])
+    only = set(args.only or ["T", "M", "L", "S"])
     results_path = args.results or (None if args.quick else RESULTS_DOC)
     argv0 = Path(sys.argv[0])
     shown = str(argv0.resolve().relative_to(ROOT)) if argv0.resolve().is_relative_to(ROOT) else sys.argv[0]
@@ -684,6 +713,7 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, nb._on_sigterm)
     wall0 = time.monotonic()
     tp: list[Throughput] = []
+    mon: list[Throughput] = []
     lat: list[Latency] = []
     state: dict[str, Any] = {}
     bg: LatencyFeed | None = None
@@ -700,6 +730,11 @@ def main(argv: list[str] | None = None) -> int:
             tp.append(run_throughput("engine", feed, per_event=True))
             naive_feed = feed.head(naive_events)
             tp.append(run_throughput("naive Faust", naive_feed, per_event=True, one_partition=True))
+        if "M" in only:
+            log("M. what the monitor stage costs: the engine without and with it, same feed, alternating")
+            for per_event in (False, True):
+                for pipeline in ("engine", ENGINE_MONITORED):
+                    mon.append(run_throughput(pipeline, feed, per_event=per_event, one_partition=per_event))
         if "L" in only:
             peak = next((t.rate for t in tp if t.pipeline == "engine" and t.feed == PER_EVENT_ONE and t.complete),
                         None)
@@ -729,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         nb.cleanup()
     wall = time.monotonic() - wall0
-    text = report(tp, lat, state, nb.machine(), feed, naive_feed, bg, command, wall)
+    text = report(tp, mon, lat, state, nb.machine(), feed, naive_feed, bg, command, wall)
     print("\n" + text)
     if results_path is not None:
         results_path.write_text("# Whole pipeline benchmark: results\n\n"

@@ -53,6 +53,8 @@ def main() -> int:
     progress_file = os.environ.get("BENCH_PROGRESS_FILE")
     progress: dict[str, float] = {}
     lock = threading.Lock()
+    stages = os.environ.get("BENCH_STAGES", "normalise ascertain aggregate").split()
+    monitor_observations = [0]  # observation records the monitor stage has read (it also reads site activity)
 
     def counter(name: str, stage: str) -> float:
         return registry.get_sample_value(name, {"stage": stage}) or 0.0
@@ -74,10 +76,13 @@ def main() -> int:
                     and counter("rwe_stage_events_in_total", "aggregate") >= progress["observations"]):
                 progress["aggregate_done"] = now
                 changed = True
+            if ("ascertain_done" in progress and "monitor" in stages and "monitor_done" not in progress
+                    and monitor_observations[0] >= progress["observations"]):
+                progress["monitor_done"] = now
+                changed = True
             if changed:
                 _write(progress_file, progress)
 
-    stages = os.environ.get("BENCH_STAGES", "normalise ascertain aggregate").split()
     worker = Worker(engine, stages, on_batch=on_batch)
     started_file = os.environ.get("BENCH_STARTED_FILE")
     coalesce = os.environ.get("BENCH_COALESCE_SECONDS")
@@ -85,6 +90,12 @@ def main() -> int:
         stage: Any = runner.stage
         if stage.name == "aggregate" and coalesce:
             stage.coalesce_seconds = float(coalesce)
+        if stage.name == "monitor":
+            def counted(messages, producer, _original=stage.process, _topic=stage.in_topic):  # type: ignore[no-untyped-def]
+                monitor_observations[0] += sum(1 for m in messages if m.topic() == _topic)
+                return _original(messages, producer)
+
+            stage.process = counted
         if stage.name != "normalise":
             continue
         original = stage.process
