@@ -109,6 +109,10 @@ class MonitorStage:
                         state.feed.activity(record)
                     events += len(records or ()) or 1
                     continue
+                value = msg.value()
+                if value is not None and self.decoder.peek(value, "status") == rolling.OPEN:
+                    events += 1  # half the records: nothing to chart until the observation is final
+                    continue
                 records = self.dead_letters.decode(producer, msg, self.decoder)
                 if records is None:
                     events += 1

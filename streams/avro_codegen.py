@@ -313,3 +313,24 @@ def compile_decoder(schema: dict[str, Any]) -> Callable[[bytes, int], tuple[dict
     exec(compile("\n".join(src.lines), f"<avro decoder {schema.get('name')}>", "exec"), names)  # noqa: S102
     decode: Callable[[bytes, int], tuple[dict[str, Any], int]] = names["decode"]
     return decode
+
+
+def compile_field_reader(schema: dict[str, Any], field: str) -> Callable[[bytes, int], Any]:
+    """``read(data, pos) -> value`` of one top-level field of a record written with
+    ``schema``, reading only the fields before it (a consumer that keeps one kind of
+    record can skip the others without decoding them)."""
+    src = _Source()
+    src.emit(0, "def read(d, p):")
+    src.emit(1, "end = len(d)")
+    for f in schema["fields"]:
+        target = src.var("f")
+        _read_value(src, 1, f["type"], target)
+        if f["name"] == field:
+            src.emit(1, f"return {target}")
+            break
+    else:
+        raise KeyError(f"{schema.get('name')} has no field {field!r}")
+    names = {**src.names, "_read_long": read_long, "_unpack_double": struct.Struct("<d").unpack_from}
+    exec(compile("\n".join(src.lines), f"<avro field reader {schema.get('name')}.{field}>", "exec"), names)  # noqa: S102
+    read: Callable[[bytes, int], Any] = names["read"]
+    return read

@@ -36,6 +36,7 @@ CONTAINER_MAGIC = b"Obj\x01"
 SINGLE_OBJECT = "single-object"
 CONFLUENT = "confluent"
 FRAMINGS = (SINGLE_OBJECT, CONFLUENT)
+NOT_PEEKED = object()
 
 
 class DecodeError(Exception):
@@ -141,6 +142,16 @@ class Decoder:
             raise DecodeError("undecodable", f"{type(exc).__name__}: {exc}"[:300]) from None
         raise DecodeError("undecodable", "unknown framing: expected C3 01, 00 or an Avro container")
 
+    def peek(self, data: bytes, field: str) -> Any:
+        """The top-level ``field`` of a single record in the reader's own schema, read without
+        decoding the rest; ``NOT_PEEKED`` for anything else (decode it)."""
+        if data[:2] != SINGLE_OBJECT_MAGIC or data[2:10] != self._reader_fp:
+            return NOT_PEEKED
+        try:
+            return _field_reader(self.reader_name, field)(data, 10)
+        except Exception:  # malformed: the full decode says why
+            return NOT_PEEKED
+
     def _single_object(self, data: bytes) -> dict[str, Any]:
         if len(data) < 10:
             raise DecodeError("undecodable", "single-object header truncated")
@@ -232,6 +243,11 @@ def read_container(fo: BinaryIO, reader_name: str) -> Iterator[dict[str, Any]]:
             yield fastavro.schemaless_reader(buf, writer, reader)  # type: ignore[misc]
         if buf.tell() != len(buf.getbuffer()):
             raise DecodeError("undecodable", "container block has trailing bytes")
+
+
+@functools.cache
+def _field_reader(reader_name: str, field: str) -> Callable[[bytes, int], Any]:
+    return avro_codegen.compile_field_reader(schemas.raw_schema(reader_name), field)
 
 
 @functools.cache

@@ -104,3 +104,17 @@ def test_a_record_given_as_a_tuple_of_its_fields_encodes_as_the_dict_does() -> N
     as_tuples = {"snapshot": False, "max_seen": 9,
                  "patients": [(*change.values(), [tuple(fact.values())], [tuple(published.values())])]}
     assert encode(as_tuples) == encode(as_dicts)
+
+
+def test_a_field_reader_reads_one_field_without_the_rest() -> None:
+    read_status = avro_codegen.compile_field_reader(schemas.raw_schema(schemas.OUTCOME_OBSERVATION), "status")
+    record = {"observation_id": "o", "indicator": "hf_mortality_30d", "area": "cardiovascular",
+              "catalogue_version": "v", "site_id": "FI-HUS", "region": "FI-18", "country": "FI", "status": "FINAL",
+              "index_time": 1, "horizon_end": 2, "closed_time": None, "outcome": 1, "value": None, "expected": 0.1,
+              "exclusion": None, "covariates": {}}
+    body = avro_writer.encoder(schemas.OUTCOME_OBSERVATION, framed=False)(record)
+    assert read_status(body, 0) == "FINAL"
+    with pytest.raises((ValueError, IndexError)):
+        read_status(body[:30], 0)  # cut inside the fields before status
+    with pytest.raises(KeyError):
+        avro_codegen.compile_field_reader(schemas.raw_schema(schemas.OUTCOME_OBSERVATION), "nope")

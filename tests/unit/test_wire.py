@@ -144,3 +144,15 @@ def test_corrupted_valid_records_only_ever_raise_decode_error(base: bytes, at: i
     except wire.DecodeError:
         return
     assert all(isinstance(r, dict) for r in records)
+
+
+def test_peek_reads_one_field_of_a_single_record_and_declines_the_rest() -> None:
+    observations = wire.Decoder(schemas.OUTCOME_OBSERVATION)
+    record = {"observation_id": "o", "indicator": "i", "area": "a", "catalogue_version": "v", "site_id": "s",
+              "region": "r", "country": "c", "status": "OPEN", "index_time": 1, "horizon_end": 2, "closed_time": None,
+              "outcome": None, "value": None, "expected": None, "exclusion": None, "covariates": {}}
+    single = wire.Encoder(schemas.OUTCOME_OBSERVATION).encode(record)
+    assert observations.peek(single, "status") == "OPEN"
+    container = wire.encode_container(schemas.OUTCOME_OBSERVATION, [record])
+    assert observations.peek(container, "status") is wire.NOT_PEEKED
+    assert observations.peek(single[:14], "status") is wire.NOT_PEEKED  # truncated: decode() will say why
