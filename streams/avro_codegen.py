@@ -1,10 +1,9 @@
 """Avro encoders and decoders compiled from a schema into straight-line Python.
 
-fastavro's Cython codecs interpret the schema for every record: ~11 us to read and ~14
-us to write one NormalisedEvent here, a third of a whole pipeline's per-event budget.
-A function generated once per schema, with every field's step written out (no
-dispatch on the type per value, small varints from a table), does the same work in
-about a third of that. Avro's binary encoding is canonical, so the bytes are exactly
+fastavro's Cython codecs interpret the schema for every record: ~11.7 us to read and
+~14 us to write one NormalisedEvent here. A function generated once per schema, with
+every field's step written out (no dispatch on the type per value, small varints from a
+table), reads it in ~9.1 us and writes it in ~5.0 us. Avro's binary encoding is canonical, so the bytes are exactly
 fastavro's; property tests check both directions on random records of every schema.
 
 Shapes covered: the ones our schemas use (string, bytes, int, long, double, boolean, enum,
