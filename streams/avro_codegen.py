@@ -323,10 +323,18 @@ def compile_field_reader(schema: dict[str, Any], field: str) -> Callable[[bytes,
     src.emit(1, "end = len(d)")
     for f in schema["fields"]:
         target = src.var("f")
-        _read_value(src, 1, f["type"], target)
         if f["name"] == field:
+            _read_value(src, 1, f["type"], target)
             src.emit(1, f"return {target}")
             break
+        if _type(f["type"]) in ("string", "bytes"):  # skipped without decoding
+            size = src.var("s")
+            _read_long(src, 1, size)
+            src.emit(1, f"if {size} < 0 or p + {size} > end:")
+            src.emit(2, "raise ValueError('string run past the end of the data')")
+            src.emit(1, f"p += {size}")
+        else:
+            _read_value(src, 1, f["type"], target)
     else:
         raise KeyError(f"{schema.get('name')} has no field {field!r}")
     names = {**src.names, "_read_long": read_long, "_unpack_double": struct.Struct("<d").unpack_from}

@@ -72,6 +72,7 @@ from __future__ import annotations
 
 import heapq
 import math
+import struct
 from typing import TYPE_CHECKING, Any, NamedTuple
 
 from streams.alerting import UPDATE_EVERY, AlertBook, Evidence
@@ -582,7 +583,8 @@ class MonitorState:
                 continue
             m = self.monitor(c["indicator"])
             chart = m.network if c["site_id"] == NETWORK else m.chart(c["site_id"])
-            chart.load(c["values"], c["mix"])
+            mix = c["mix"]
+            chart.load(c["values"], list(struct.unpack(f"<{len(mix) // 8}d", mix)))
         for o in record["observations"]:
             if o["indicator"] not in self.kinds:
                 continue
@@ -607,7 +609,9 @@ class MonitorState:
 
 
 def _chart_record(indicator: str, site: str, chart: Chart) -> dict[str, Any]:
-    return {"indicator": indicator, "site_id": site, "values": chart.values(), "mix": chart.mix.state()}
+    mix = chart.mix.state()
+    return {"indicator": indicator, "site_id": site, "values": chart.values(),
+            "mix": struct.pack(f"<{len(mix)}d", *mix)}
 
 
 def _observation_record(indicator: str, obs_id: str, e: Entry | None) -> dict[str, Any]:
