@@ -7,11 +7,8 @@ until the published snapshots settle, then times ``--scrapes`` HTTP GETs of /met
 the whole process spent per scrape (the idle stages' polling included): the wall-clock
 figure depends on what else the machine runs, the CPU figure much less.
 
-Until the monitor stage runs in the worker, a synthetic monitor source stands in for it at
-full cardinality: every catalogue indicator x (every site + network) x the five outcome
-methods, the five feed methods per site, and one open alert per site and outcome method of
-the first indicator. Its values are constants: the cost measured is the collector's and the
-exposition's, which do not depend on the values.
+The worker runs every stage (STAGES), the monitor stage included, so the scrape carries
+the indicator values and the monitor statistics and alerts the demo's feed produces.
 
     .venv/bin/python benchmarks/scrape_bench.py [--days 540] [--patients-per-site 600] [--scrapes 50]
 """
@@ -36,7 +33,6 @@ if str(ROOT) not in sys.path:
 from confluent_kafka import Producer  # noqa: E402
 
 from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.collector import FEED_METHODS, NETWORK, OUTCOME_METHODS  # noqa: E402
 from streams.engine import STAGES, Engine, Worker  # noqa: E402
 from streams.runner import producer_config  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
@@ -51,23 +47,6 @@ class Reading(NamedTuple):
     statistic: float
     limit: float | None
     signalled: bool
-
-
-class SyntheticMonitor:
-    """Every reading and a few open alerts the monitor stage can report, at full cardinality."""
-
-    def __init__(self, indicators: list[str], sites: list[str]) -> None:
-        self._readings = [Reading(i, s, m, 1.5, 4.0, False) for i in indicators for s in [*sites, NETWORK]
-                          for m in sorted(OUTCOME_METHODS)]
-        self._readings += [Reading("", s, m, 2.0, 3.0, False) for s in sites for m in sorted(FEED_METHODS)]
-        self._alerts = [{"indicator": indicators[0], "scope": "SITE", "scope_id": s, "method": m,
-                         "severity": "WARNING"} for s in sites for m in sorted(OUTCOME_METHODS)]
-
-    def readings(self) -> list[Reading]:
-        return self._readings
-
-    def open_alerts(self) -> list[dict[str, Any]]:
-        return self._alerts
 
 
 class FullCollections:
@@ -129,8 +108,6 @@ def main() -> int:
                       >= _sample(engine, "rwe_stage_events_out_total", stage=b), 900, stage)
             time.sleep(3)  # the last coalesced snapshots
             print(f"processed in {time.monotonic() - started:.0f} s", flush=True)
-            assert engine.collector is not None
-            engine.collector.attach(SyntheticMonitor(sorted(engine.collector.indicators), sorted(engine.sites)))
             url = f"http://127.0.0.1:{port}/metrics"
             full_collections = FullCollections()
             gc.callbacks.append(full_collections)
