@@ -4,9 +4,9 @@
   S_t = max(0, S_{t-1} + W_t), W_t = y_t ln(R_A) - ln(1 - p_t + R_A p_t), with p_t the
   patient's expected risk. R_A = 2 watches for a doubling of the odds, R_A = 0.5 (run as
   a second chart) for an improvement. It signals when S_t >= h.
-- The limit h is calibrated by simulation to an in-control average run length (ARL0):
-  in-control outcomes are drawn from the expected risks themselves, so the limit fits
-  the patient mix it is given (re-calibrate when the mix shifts).
+- The limit h comes from :mod:`streams.control_limits` (the chart's Markov chain over
+  the patient mix, to an in-control average run length); :func:`run_lengths` simulates
+  charts to check it.
 - VLAD: the running sum of expected minus observed (lives saved above expectation).
 - EWMA for continuous indicators: Z_t = lambda x_t + (1 - lambda) Z_{t-1}, limits
   +/- L sigma sqrt(lambda / (2 - lambda) (1 - (1 - lambda)^(2t))) around the target.
@@ -126,21 +126,6 @@ def run_lengths(risks: np.ndarray, odds_ratio: float, limit: float, chains: int,
         if not alive.any():
             break
     return length
-
-
-def calibrate_limit(risks: np.ndarray, odds_ratio: float, arl0: float, seed: int = 1, chains: int = 400,
-                    iterations: int = 14) -> float:
-    """The CUSUM limit h whose simulated in-control ARL is ``arl0``, by bisection."""
-    rng = np.random.default_rng(seed)
-    low, high = 0.01, 20.0
-    for _ in range(iterations):
-        mid = (low + high) / 2
-        arl = run_lengths(risks, odds_ratio, mid, chains, int(arl0 * 6), rng).mean()
-        if arl < arl0:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
 
 
 def _mean(values: list[float]) -> float:
