@@ -50,6 +50,10 @@ class FeedProgress:
         self.error: BaseException | None = None
 
 
+
+class FeedStopped(Exception):
+    """The demo is stopping: the simulated feed ends where it is."""
+
 def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
     from streams.simulator import Shift, SimulationConfig, generate, publish
 
@@ -85,14 +89,19 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             raise BrokerUnavailable("the worker did not join its consumer group within 60 s")
         progress = FeedProgress()
         producer = Producer(producer_config(settings, **{"linger.ms": 10}))
+        stop_feed = threading.Event()
 
         def feed() -> None:
             try:
                 def on_progress(n: int) -> None:
+                    if stop_feed.is_set():
+                        raise FeedStopped
                     progress.messages = n
                     progress.sim_time = datetime.fromtimestamp(messages[n - 1].event_time_us / 1e6, UTC)
 
                 publish(messages, producer, settings.topic(RAW), speed=args.speed, on_progress=on_progress)
+            except FeedStopped:
+                pass
             except BaseException as exc:
                 progress.error = exc
             finally:
@@ -132,7 +141,11 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             final = screen()  # before stopping: a stopped stage no longer owns its snapshots
             detected = detection(monitor.open_alerts(), config.shifts[0])  # type: ignore[attr-defined]
         finally:
+            stop_feed.set()
+            feeder.join(10)
             worker.stop()
+            producer.purge()
+            producer.close()
         if args.no_live:
             console.print(final)
         if progress.error is not None:

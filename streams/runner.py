@@ -234,6 +234,10 @@ class StageRunner:
             self.consumer.close()
         except KafkaException as exc:
             log.warning("%s: consumer close: %s", self.stage.name, exc)
+        # Nothing left to send (flushed, or given up on): a producer left open would keep
+        # reconnecting, and logging it, once the broker goes away.
+        self.producer.purge()
+        self.producer.close()
 
 
 def _usable(message: Message) -> bool:
