@@ -24,7 +24,7 @@ import time
 import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -38,15 +38,6 @@ from streams.runner import producer_config  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
 from streams.simulator import SimulationConfig, generate, publish  # noqa: E402
 from streams.topics import RAW, create_topics  # noqa: E402
-
-
-class Reading(NamedTuple):
-    indicator: str
-    site: str
-    method: str
-    statistic: float
-    limit: float | None
-    signalled: bool
 
 
 class FullCollections:

@@ -63,7 +63,7 @@ def run(args: argparse.Namespace, settings: Settings) -> int:
         records = read_topic(settings, settings.topic(args.topic), args.from_offset, args.to_offset)
     else:
         source = str(args.observations)
-        records = read_file(args.observations)
+        records = wire.read_container_file(args.observations, schemas.OUTCOME_OBSERVATION)
     period = f" with index times {args.start or 'start'} .. {args.end or 'end'}" if args.start or args.end else ""
     final = final_observations(records, {i.id for i in indicators}, start, end)
     print(f"rwe calibrate: catalogue {catalogue.version}, {sum(map(len, final.values()))} FINAL observations "
@@ -131,18 +131,6 @@ def final_observations(records: Iterable[Mapping[str, Any]], indicators: set[str
                 end is None or r["index_time"] < end):
             out.setdefault(r["indicator"], []).append(r)
     return out
-
-
-def read_file(path: Path) -> Iterator[dict[str, Any]]:
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        try:
-            yield from wire.read_container(handle, schemas.OUTCOME_OBSERVATION)
-        except (ValueError, wire.DecodeError) as exc:
-            raise ConfigError(f"{path} is not an Avro container of OutcomeObservations: {exc}") from None
 
 
 def read_topic(settings: Settings, topic: str, from_offset: int | None, to_offset: int | None

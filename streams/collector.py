@@ -22,6 +22,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
 from streams.definitions import Catalogue
+from streams.monitoring import MonitorReading
 from streams.rolling import WINDOWS
 from streams.statistics import Z95
 
@@ -41,28 +42,11 @@ class SnapshotSource(Protocol):
     def latest_snapshots(self, indicator: str | None = None) -> dict[str, dict[str, Any]]: ...
 
 
-class Reading(Protocol):
-    """One monitor's current state (``streams.monitoring.MonitorReading`` fits)."""
-
-    @property
-    def indicator(self) -> str: ...
-    @property
-    def site(self) -> str: ...
-    @property
-    def method(self) -> str: ...
-    @property
-    def statistic(self) -> float: ...
-    @property
-    def limit(self) -> float | None: ...
-    @property
-    def signalled(self) -> bool: ...
-
-
 @runtime_checkable
 class MonitorSource(Protocol):
     """The monitor stage, as the collector reads it."""
 
-    def readings(self) -> Sequence[Reading]: ...
+    def readings(self) -> Sequence[MonitorReading]: ...
 
     def open_alerts(self) -> list[dict[str, Any]]: ...
 
@@ -175,7 +159,7 @@ class OutcomeCollector(Collector):
             if v is not None:
                 families[name].add_metric(labels, v)
 
-    def _add_reading(self, families: dict[str, GaugeMetricFamily], r: Reading) -> None:
+    def _add_reading(self, families: dict[str, GaugeMetricFamily], r: MonitorReading) -> None:
         if not self._known_monitor(r.indicator, r.site, r.method):
             return
         labels = [r.indicator, r.site, r.method]

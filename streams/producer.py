@@ -67,15 +67,7 @@ class ClinicalEventProducer:
 
 def read_events(path: Path) -> Iterator[dict[str, Any]]:
     """ClinicalEvent records of an Avro container file, timestamps as integer microseconds."""
-    try:
-        handle = open(path, "rb")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
-    with handle:
-        try:
-            yield from wire.read_container(handle, schemas.CLINICAL_EVENT)
-        except (ValueError, wire.DecodeError) as exc:
-            raise ConfigError(f"{path} is not an Avro container of ClinicalEvents: {exc}") from None
+    return wire.read_container_file(path, schemas.CLINICAL_EVENT)
 
 
 def publish_file(settings: Settings, path: Path, batch: int = 0, topic: str | None = None) -> tuple[int, int]:

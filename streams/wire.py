@@ -27,7 +27,7 @@ from typing import Any, BinaryIO
 import fastavro
 
 from streams import avro_codegen, avro_writer, schemas
-from streams.errors import BrokerUnavailable
+from streams.errors import BrokerUnavailable, ConfigError
 
 SINGLE_OBJECT_MAGIC = b"\xc3\x01"
 CONFLUENT_MAGIC = b"\x00"
@@ -257,6 +257,21 @@ def _fast_decoder(reader_name: str) -> Callable[[bytes, int], tuple[dict[str, An
         return avro_codegen.compile_decoder(schemas.raw_schema(reader_name))
     except avro_codegen.Unsupported:
         return None
+
+
+def read_container_file(path: Path, reader_name: str) -> Iterator[dict[str, Any]]:
+    """Records of an Avro container file (see :func:`read_container`); a missing or foreign
+    file is a one-line :class:`streams.errors.ConfigError`."""
+    try:
+        handle = open(path, "rb")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    with handle:
+        try:
+            yield from read_container(handle, reader_name)
+        except (ValueError, DecodeError) as exc:
+            kind = reader_name.rsplit(".", 1)[-1]
+            raise ConfigError(f"{path} is not an Avro container of {kind}s: {exc}") from None
 
 
 class Encoder:

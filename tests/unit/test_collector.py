@@ -3,13 +3,14 @@ which labels, and what is never exported (suppressed cells, unconfigured label v
 
 from __future__ import annotations
 
-from typing import Any, NamedTuple
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
 from streams.collector import OutcomeCollector
 from streams.definitions import load_catalogue
+from streams.monitoring import MonitorReading
 
 CATALOGUE = load_catalogue()
 SITES = ("S1", "S2")
@@ -33,20 +34,11 @@ class Snapshots:
         return self.snapshots
 
 
-class Reading(NamedTuple):  # the contract's streams.monitoring.MonitorReading
-    indicator: str
-    site: str
-    method: str
-    statistic: float
-    limit: float | None
-    signalled: bool
-
-
 class Monitor:
-    def __init__(self, readings: list[Reading], alerts: list[dict[str, Any]]) -> None:
+    def __init__(self, readings: list[MonitorReading], alerts: list[dict[str, Any]]) -> None:
         self._readings, self._alerts = readings, alerts
 
-    def readings(self) -> list[Reading]:
+    def readings(self) -> list[MonitorReading]:
         return self._readings
 
     def open_alerts(self) -> list[dict[str, Any]]:
@@ -107,12 +99,12 @@ def test_suppressed_cells_and_unconfigured_labels_export_nothing(registry: Colle
 
 
 def test_monitor_readings_and_open_alerts(registry: CollectorRegistry) -> None:
-    readings = [Reading("hf_mortality_30d", "S1", "cusum_up", 3.2, 4.5, False),
-                Reading("hf_mortality_30d", "network", "funnel", -0.4, None, False),
-                Reading("", "S2", "feed_silence", 7200.0, 3600.0, True),
-                Reading("hf_mortality_30d", "XX", "cusum_up", 9.0, 4.5, True),       # unknown site
-                Reading("hf_mortality_30d", "S1", "made_up", 9.0, 4.5, True),        # unknown method
-                Reading("", "S1", "cusum_up", 9.0, 4.5, True)]                       # outcome method, no indicator
+    readings = [MonitorReading("hf_mortality_30d", "S1", "cusum_up", 3.2, 4.5, False),
+                MonitorReading("hf_mortality_30d", "network", "funnel", -0.4, None, False),
+                MonitorReading("", "S2", "feed_silence", 7200.0, 3600.0, True),
+                MonitorReading("hf_mortality_30d", "XX", "cusum_up", 9.0, 4.5, True),       # unknown site
+                MonitorReading("hf_mortality_30d", "S1", "made_up", 9.0, 4.5, True),        # unknown method
+                MonitorReading("", "S1", "cusum_up", 9.0, 4.5, True)]  # outcome method, no indicator
     alerts = [alert("hf_mortality_30d", "S1", "cusum_up"), alert("hf_mortality_30d", "S1", "cusum_up"),
               alert("", "S2", "feed_silence", "CRITICAL"), alert("hf_mortality_30d", "S1", "cusum_up", "LOUD")]
     collector_on(registry, Monitor(readings, alerts))
