@@ -326,10 +326,14 @@ _SHAPES: dict[str, Callable[[Indicator, PatientTimeline, int], list[Observation]
 }
 
 
-def next_deadline(obs: Observation, ind: Indicator) -> int:
-    """The event time after which an OPEN observation must be looked at again."""
+def next_deadline(obs: Observation, ind: Indicator, watermark: int) -> int:
+    """The event time after which an OPEN observation must be looked at again: the first of
+    its deadlines still ahead of ``watermark`` (a score drop's baseline window closes before
+    its horizon)."""
     if ind.shape == "score_drop":
-        return min(obs.horizon_end, obs.index_time + int(float(ind.params["baseline_after_days"]) * DAY_US))
+        baseline_closes = obs.index_time + int(float(ind.params["baseline_after_days"]) * DAY_US)
+        if watermark < baseline_closes < obs.horizon_end:
+            return baseline_closes
     return obs.horizon_end
 
 

@@ -15,6 +15,7 @@ makes their answers the same.
 from __future__ import annotations
 
 import hashlib
+import heapq
 from collections.abc import Iterable
 from typing import Any
 
@@ -43,6 +44,9 @@ from streams.timeline import (
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
 HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
+# Deadlines are looked at in the first batch whose watermark has passed the end of their hour:
+# an hour of event time late at most, and no patient is woken before it is due.
+WAKE_BUCKET_US = 3_600_000_000
 
 
 def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, Site]) -> dict[str, Any]:
@@ -98,8 +102,10 @@ class OutcomeTracker:
         # (a stay's events come days apart, so a recent patient is likely to be touched again).
         self._hot_order: dict[str, None] = {}
         self.hot_patients = hot_patients
-        self._wake: dict[int, list[str]] = {}  # day -> patients to look at again (repeats harmless)
-        self._woken_through = -1
+        # hour bucket -> patients to look at again once the watermark reaches it (repeats harmless),
+        # and the buckets in a heap
+        self._wake: dict[int, list[str]] = {}
+        self._wake_order: list[int] = []
         # changelog bookkeeping: what this batch changed, per patient
         self._new_facts: dict[str, list[Fact]] = {}
         self._new_published: dict[str, dict[str, Published]] = {}
@@ -143,10 +149,10 @@ class OutcomeTracker:
     def collect(self) -> list[Observation]:
         """Observations whose published state changes, after the events added so far."""
         watermark = self.watermark
-        today = watermark // DAY_US
         woken: set[str] = set()
-        for day in [d for d in self._wake if d <= today]:
-            woken.update(self._wake.pop(day))
+        order = self._wake_order
+        while order and order[0] * WAKE_BUCKET_US <= watermark:
+            woken.update(self._wake.pop(heapq.heappop(order)))
         if self._everyone:
             woken |= self._dirty
             self._everyone = False
@@ -158,7 +164,6 @@ class OutcomeTracker:
         self._cool(self._touched | self._dirty | woken)
         self._dirty.clear()
         self._touched.clear()
-        self._woken_through = max(self._woken_through, today)
         return changed
 
     def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int, woken: bool) -> list[Observation]:
@@ -185,7 +190,7 @@ class OutcomeTracker:
                 current[obs.observation_id] = (obs, ind)
                 if obs.status == OPEN:
                     final = False
-                    deadline = next_deadline(obs, ind)
+                    deadline = next_deadline(obs, ind, watermark)
                     next_wake = deadline if next_wake is None else min(next_wake, deadline)
             if final:
                 if tl.settled is None:
@@ -223,14 +228,24 @@ class OutcomeTracker:
         for obs_id in [k for k, v in published.items() if v.index_time < cutoff]:
             del published[obs_id]
         if next_wake is not None:
-            self._wake.setdefault(max(next_wake // DAY_US, self._woken_through + 1), []).append(pseudonym)
+            self._wake_at(next_wake, pseudonym)
         elif tl.facts and tl.facts[-1].time < cutoff + DAY_US:
             self._evict(pseudonym)
-        elif tl.facts:  # look again when the newest fact leaves the retention
-            self._wake.setdefault((tl.facts[-1].time + self.retention_us) // DAY_US + 1, []).append(pseudonym)
+        elif tl.facts:  # look again when the newest fact leaves the retention (to the day: fewer buckets)
+            self._wake_at(-(-(tl.facts[-1].time + self.retention_us) // DAY_US) * DAY_US, pseudonym)
         else:
             self._evict(pseudonym)
         return out
+
+    def _wake_at(self, time: int, pseudonym: str) -> None:
+        """Evaluate ``pseudonym`` again once the watermark has reached ``time`` (rounded up to its hour)."""
+        bucket = -(-time // WAKE_BUCKET_US)
+        waiting = self._wake.get(bucket)
+        if waiting is None:
+            self._wake[bucket] = [pseudonym]
+            heapq.heappush(self._wake_order, bucket)
+        else:
+            waiting.append(pseudonym)
 
     def _relevant_indicators(self, tl: PatientTimeline) -> Iterable[Indicator]:
         concepts: set[str] = set().union(*[f.concepts for f in tl.facts])

@@ -272,16 +272,18 @@ def test_arrival_order_and_redelivery_do_not_matter(catalogue: Catalogue) -> Non
         assert {i: ascertain(ind, tl, FAR) for i, ind in catalogue.indicators.items()} == expected
 
 
+def event(event_id: str, kind: str, t: int, patient: str = "p1", **extra: object) -> dict[str, object]:
+    """A NormalisedEvent (plain dict) as the tracker receives it."""
+    base: dict[str, object] = {
+        "event_id": event_id, "site_id": "NL-AMC", "patient_pseudonym": patient, "encounter_pseudonym": "s1",
+        "event_type": kind, "event_time": t, "concepts": [], "value": None, "unit": None,
+        "admission_type": None, "disposition": None, "birth_year": 1950, "sex": "MALE", "prom": None}
+    base.update(extra)
+    return base
+
+
 def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -> None:
     from streams.outcomes import OutcomeTracker
-
-    def event(event_id: str, kind: str, t: int, **extra: object) -> dict[str, object]:
-        base: dict[str, object] = {
-            "event_id": event_id, "site_id": "NL-AMC", "patient_pseudonym": "p1", "encounter_pseudonym": "s1",
-            "event_type": kind, "event_time": t, "concepts": [], "value": None, "unit": None,
-            "admission_type": None, "disposition": None, "birth_year": 1950, "sex": "MALE", "prom": None}
-        base.update(extra)
-        return base
 
     tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
     tracker.add(event("a", "ADMISSION", T0, admission_type="EMERGENCY"))
@@ -293,6 +295,52 @@ def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -
     tracker.add(event("x", "DEATH", T0 + 3 * DAY_US, encounter_pseudonym=None))
     final = {o.indicator: o for o in tracker.collect()}
     assert (final["hf_mortality_30d"].status, final["hf_mortality_30d"].outcome) == (FINAL, 1)
+
+
+def _advance(tracker: object, t: int) -> list[Observation]:
+    """Move the watermark to ``t`` with an event of an unrelated patient, and collect."""
+    tracker.add(event(f"clock-{t}", "LAB_RESULT", t + 2 * DAY_US, patient="clock", concepts=["mmse"],  # type: ignore[attr-defined]
+                      value=20.0))
+    return tracker.collect()  # type: ignore[attr-defined, no-any-return]
+
+
+def test_an_open_horizon_closes_negative_in_the_first_batch_that_reaches_it(catalogue: Catalogue) -> None:
+    from streams.outcomes import OutcomeTracker
+
+    tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
+    tracker.add(event("a", "ADMISSION", T0, admission_type="EMERGENCY"))
+    tracker.add(event("d", "DIAGNOSIS", T0, concepts=["heart_failure"]))
+    assert {o.indicator: o.status for o in tracker.collect()}["hf_mortality_30d"] == OPEN
+    horizon = T0 + 30 * DAY_US
+    assert [o for o in _advance(tracker, horizon - 1) if o.indicator == "hf_mortality_30d"] == []
+    closed = [o for o in _advance(tracker, horizon) if o.indicator == "hf_mortality_30d"]
+    assert [(o.status, o.outcome, o.closed_time) for o in closed] == [(FINAL, 0, horizon)]
+
+
+def test_a_patient_waiting_for_a_horizon_is_not_evaluated_before_it(catalogue: Catalogue,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    from streams.outcomes import OutcomeTracker
+
+    tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
+    evaluated: list[int] = []
+    evaluate = tracker._evaluate
+
+    def counting(pseudonym: str, *args: object) -> list[Observation]:
+        if pseudonym == "p1":
+            evaluated.append(tracker.watermark)
+        return evaluate(pseudonym, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(tracker, "_evaluate", counting)
+    tracker.add(event("m", "LAB_RESULT", T0 - 5 * DAY_US, concepts=["mmse"], value=24.0))
+    tracker.add(event("d", "DIAGNOSIS", T0, concepts=["dementia"]))
+    tracker.collect()
+    # the MMSE baseline window closes after 30 days; nothing is due then until the 12-month horizon
+    for day in range(1, 365):
+        _advance(tracker, T0 + day * DAY_US)
+    assert [(w - T0) / DAY_US for w in evaluated] == [-2, 30]
+    final = {o.indicator: o for o in _advance(tracker, T0 + 365 * DAY_US) if o.status == FINAL}
+    assert [(w - T0) / DAY_US for w in evaluated] == [-2, 30, 365]
+    assert final["dem_cognitive_decline_12m"].outcome == 0
 
 
 def test_a_frozen_timeline_thaws_to_the_same_facts_and_records() -> None:
