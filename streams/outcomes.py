@@ -19,6 +19,14 @@ import heapq
 from collections.abc import Iterable
 from typing import Any
 
+from streams.ascertain_changelog import (
+    StringReader,
+    StringTable,
+    pack_facts,
+    pack_published,
+    unpack_facts,
+    unpack_published,
+)
 from streams.ascertainment import (
     EXCLUDED,
     OPEN,
@@ -296,44 +304,49 @@ class OutcomeTracker:
         """Changelog records of this batch's changes, ``chunk`` patients each."""
         touched = sorted(set(self._new_facts) | set(self._new_published) | self._demographics_changed
                          | self._evicted)
-        patients = [self._change(p, p in self._evicted, self._new_facts.get(p, ()),
-                                 self._new_published.get(p, {})) for p in touched]
+        new_facts, new_published, evicted = self._new_facts, self._new_published, self._evicted
         self._new_facts, self._new_published = {}, {}
         self._demographics_changed, self._evicted = set(), set()
-        return [{"snapshot": False, "max_seen": self.max_seen, "patients": patients[i:i + chunk]}
-                for i in range(0, len(patients), chunk)]
+        records = []
+        for i in range(0, len(touched), chunk):
+            table = StringTable()
+            patients = [self._change(p, p in evicted, new_facts.get(p, []), new_published.get(p, {}), table)
+                        for p in touched[i:i + chunk]]
+            records.append({"snapshot": False, "max_seen": self.max_seen, "patients": patients,
+                            "strings": table.strings})
+        return records
 
     def snapshot(self, chunk: int = 300) -> list[dict[str, Any]]:
         self.take_delta()
         names = sorted(self.patients)
         records = []
         for i in range(0, max(len(names), 1), chunk):
-            patients = [self._snapshot_change(p) for p in names[i:i + chunk]]
-            records.append({"snapshot": i == 0, "max_seen": self.max_seen, "patients": patients})
+            table = StringTable()
+            patients = [self._snapshot_change(p, table) for p in names[i:i + chunk]]
+            records.append({"snapshot": i == 0, "max_seen": self.max_seen, "patients": patients,
+                            "strings": table.strings})
         return records
 
-    def _snapshot_change(self, pseudonym: str) -> dict[str, Any]:
+    def _snapshot_change(self, pseudonym: str, table: StringTable) -> tuple[Any, ...]:
         entry = self.patients[pseudonym]
         tl = PatientTimeline.thaw(entry) if isinstance(entry, bytes) else entry
-        return self._change(pseudonym, False, tl.facts, tl.published)
+        return self._change(pseudonym, False, tl.facts, tl.published, table)
 
-    def _change(self, pseudonym: str, evicted: bool, facts: Iterable[Fact],
-                published: dict[str, Published]) -> dict[str, Any]:
+    def _change(self, pseudonym: str, evicted: bool, facts: list[Fact], published: dict[str, Published],
+                table: StringTable) -> tuple[Any, ...]:
+        """A PatientChange record, as its fields in schema order (the encoder takes tuples)."""
         entry = self.patients.get(pseudonym)
         birth_year, male = (frozen_demographics(entry) if isinstance(entry, bytes)
                             else (entry.birth_year, entry.male) if entry is not None else (None, None))
-        return {
-            "pseudonym": pseudonym, "evicted": evicted, "birth_year": birth_year, "male": male,
-            # Facts as they are: a Fact lists FactRecord's fields in order, which the encoder takes.
-            "facts": list(facts),
-            "published": [(k, *v) for k, v in published.items()],
-        }
+        return (pseudonym, evicted, birth_year, male, [], [], pack_facts(facts, table),
+                pack_published(published, table))
 
     def apply(self, record: dict[str, Any]) -> None:
-        """Replay one changelog record into the tracker."""
+        """Replay one changelog record into the tracker (v1 records too: facts and published as arrays)."""
         if record["snapshot"]:
             self.patients.clear()
         self.max_seen = max(self.max_seen, record["max_seen"])
+        strings = StringReader(record.get("strings", []))
         for change in record["patients"]:
             p = change["pseudonym"]
             if change["evicted"]:
@@ -346,10 +359,13 @@ class OutcomeTracker:
                 tl.birth_year = change["birth_year"]
             if change["male"] is not None:
                 tl.male = change["male"]
+            for fact in unpack_facts(change.get("packed_facts") or b"", strings):
+                tl.add(fact)
             for f in change["facts"]:
                 tl.add(Fact(f["time"], f["kind"], f["site"], f["ref"], frozenset(f["concepts"]), f["value"],
                             f["attr"], f["key"]))
             published = tl.published
+            published.update(unpack_published(change.get("packed_published") or b"", strings))
             for rec in change["published"]:
                 published[rec["id"]] = Published(rec["signature"], rec["site"], rec["index_time"],
                                                  rec["horizon_end"])
