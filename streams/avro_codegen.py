@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any
 
 _CHUNK = 1 << 14
+STRING_CACHE = 256  # encoded values kept per string field
 
 
 def _varint(z: int) -> bytes:
@@ -190,9 +191,20 @@ def _write_value(src: _Source, ind: int, t: Any, v: str) -> None:
                 _write_value(src, ind + 2, "string", key)
                 _write_value(src, ind + 2, t["values"], item)
             src.emit(ind, "a(b'\\x00')")
-    elif t in ("string", "bytes"):
+    elif t == "string":
+        # Most string fields repeat a few values (sites, indicators, units, statuses): their
+        # encodings are kept per field, up to STRING_CACHE values (unique ids just miss).
+        cache, b, x = src.const({}), src.var("b"), src.var("x")
+        src.emit(ind, f"{x} = {cache}.get({v})")
+        src.emit(ind, f"if {x} is None:")
+        src.emit(ind + 1, f"{b} = {v}.encode()")
+        src.emit(ind + 1, f"{x} = (_small[len({b})] if len({b}) < 8192 else _zz(len({b}))) + {b}")
+        src.emit(ind + 1, f"if len({cache}) < {STRING_CACHE}:")
+        src.emit(ind + 2, f"{cache}[{v}] = {x}")
+        src.emit(ind, f"a({x})")
+    elif t == "bytes":
         b = src.var("b")
-        src.emit(ind, f"{b} = {v}.encode()" if t == "string" else f"{b} = bytes({v})")
+        src.emit(ind, f"{b} = bytes({v})")
         src.emit(ind, f"a(_small[len({b})] if len({b}) < 8192 else _zz(len({b})))")
         src.emit(ind, f"a({b})")
     elif t in ("long", "int"):

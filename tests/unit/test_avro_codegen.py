@@ -121,3 +121,16 @@ def test_a_field_reader_reads_one_field_without_the_rest() -> None:
         read_status(body[:30], 0)  # cut inside the fields before status
     with pytest.raises(KeyError):
         avro_codegen.compile_field_reader(schemas.raw_schema(schemas.OUTCOME_OBSERVATION), "nope")
+
+
+def test_cached_string_encodings_match_fastavro_for_repeated_and_unique_values() -> None:
+    # Past STRING_CACHE distinct values a field stops caching; hits and misses must both be exact.
+    encode = avro_writer.encoder("rwe.internal.DedupeDelta", framed=False)
+    plain = schemas.parsed_plain("rwe.internal.DedupeDelta")
+    for i in range(3 * avro_codegen.STRING_CACHE):
+        record = {"snapshot": False, "watermark": i, "entries": [
+            {"site_id": ["FI-HUS", "NL-AMC", "DE-CHA"][i % 3], "event_id": f"event-{i}", "event_time": i, "digest": -i},
+            {"site_id": "FI-HUS", "event_id": "ümlaut-é", "event_time": 0, "digest": 0}]}
+        buf = io.BytesIO()
+        fastavro.schemaless_writer(buf, plain, record)
+        assert encode(record) == buf.getvalue()
