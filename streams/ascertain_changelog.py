@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 from typing import Any
 
-from streams.timeline import Fact, Published
+from streams.timeline import Fact, Published, frozen_parts
 
 # time, key, value, kind, site, ref, attr, concepts (string indexes; NONE for None), has value
 FACT = struct.Struct("<qqdIIIIIB")
@@ -29,6 +29,7 @@ class StringTable:
 
     def __init__(self) -> None:
         self._index: dict[Any, int] = {None: NONE}
+        self._shared: dict[tuple[Any, ...], tuple[int, int, int, int]] = {}
         self.strings: list[str] = []
 
     def __call__(self, value: str | None) -> int:
@@ -36,6 +37,14 @@ class StringTable:
         if found is None:
             found = self._index[value] = len(self.strings)
             self.strings.append(value)  # type: ignore[arg-type]  # None is preset
+        return found
+
+    def shared(self, attributes: tuple[str, str, str | None, frozenset[str]]) -> tuple[int, int, int, int]:
+        """Indexes of a fact's shared attributes (kind, site, attr, concepts), once per record."""
+        found = self._shared.get(attributes)
+        if found is None:
+            kind, site, attr, concepts = attributes
+            found = self._shared[attributes] = (self(kind), self(site), self(attr), self.concepts(concepts))
         return found
 
     def concepts(self, concepts: frozenset[str]) -> int:
@@ -60,6 +69,22 @@ def pack_published(published: dict[str, Published], table: StringTable) -> bytes
         parts.append(PUBLISHED.pack(table(indicator), int(key, 16), p.signature, table(p.site), p.index_time,
                                     p.horizon_end))
     return b"".join(parts)
+
+
+def pack_frozen(packed: bytes, table: StringTable) -> tuple[bytes, bytes]:
+    """(packed facts, packed published) of a frozen timeline, as :func:`pack_facts` and
+    :func:`pack_published` write them, without thawing it (a snapshot holds every patient)."""
+    facts, published = frozen_parts(packed)
+    shared, fact = table.shared, FACT.pack
+    parts = []
+    for time, key, value, attributes, ref in facts:
+        kind, site, attr, concepts = shared(attributes)
+        parts.append(fact(time, key, 0.0 if value is None else value, kind, site, table(ref), attr, concepts,
+                          value is not None))
+    record = PUBLISHED.pack
+    return (b"".join(parts),
+            b"".join([record(table(indicator), key, signature, table(site), index_time, horizon_end)
+                      for indicator, key, signature, site, index_time, horizon_end in published]))
 
 
 class StringReader:

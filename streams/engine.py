@@ -28,6 +28,33 @@ log = logging.getLogger(__name__)
 STAGES = ("normalise", "ascertain", "aggregate", "monitor")
 
 
+class SurvivorFreezer:
+    """Keeps CPython's cyclic garbage collector off the stages' long-lived state.
+
+    The stages hold millions of objects (dedupe entries, facts, observations) and the
+    collector scans all of them whenever its oldest generation grows by a quarter: on the
+    benchmark feed that took 20 % of the worker's time, in pauses of up to 260 ms. Their
+    state forms no reference cycles (a full collection after a run finds no cyclic
+    garbage), so what survives a round is frozen (``gc.freeze``: out of the collector's
+    reach; reference counting still frees it) and collections look at the round's young
+    objects only. In case a cycle does outlive a round, the frozen objects get one full
+    collection whenever their number has doubled since the last.
+    """
+
+    MIN_FULL = 1_000_000
+
+    def __init__(self) -> None:
+        self._full_at = 2 * max(gc.get_freeze_count(), self.MIN_FULL)
+
+    def after_round(self) -> None:
+        gc.freeze()
+        if gc.get_freeze_count() > self._full_at:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
+            self._full_at = 2 * max(gc.get_freeze_count(), self.MIN_FULL)
+
+
 @dataclass
 class Engine:
     """What every stage shares: settings, sites, the pseudonymisation key, metrics."""
@@ -89,8 +116,7 @@ class Worker:
 
     def start(self) -> None:
         # What start-up built (catalogue, code maps, schemas, compiled codecs, modules) lives
-        # as long as the process: out of the collector's way, a full collection scans only
-        # what the stages hold (full collections had paused the worker for >100 ms).
+        # as long as the process: out of the collector's way (see SurvivorFreezer).
         gc.collect()
         gc.freeze()
         thread = threading.Thread(target=self._run, name="stages", daemon=True)
@@ -105,8 +131,10 @@ class Worker:
             for runner in runners:
                 runner.open()
             idle = False
+            survivors = SurvivorFreezer()
             while not self._stop.is_set():
                 idle = run_round(runners, wait if idle else 0.0) == 0
+                survivors.after_round()
         except BaseException as exc:  # surfaced to the CLI, which prints one line
             log.error("stages %s stopped: %s", ", ".join(r.stage.name for r in runners), exc)
             self.errors.append(exc)

@@ -23,6 +23,7 @@ from streams.ascertain_changelog import (
     StringReader,
     StringTable,
     pack_facts,
+    pack_frozen,
     pack_published,
     unpack_facts,
     unpack_published,
@@ -329,8 +330,9 @@ class OutcomeTracker:
 
     def _snapshot_change(self, pseudonym: str, table: StringTable) -> tuple[Any, ...]:
         entry = self.patients[pseudonym]
-        tl = PatientTimeline.thaw(entry) if isinstance(entry, bytes) else entry
-        return self._change(pseudonym, False, tl.facts, tl.published, table)
+        if isinstance(entry, PatientTimeline):
+            return self._change(pseudonym, False, entry.facts, entry.published, table)
+        return (pseudonym, False, *frozen_demographics(entry), [], [], *pack_frozen(entry, table))
 
     def _change(self, pseudonym: str, evicted: bool, facts: list[Fact], published: dict[str, Published],
                 table: StringTable) -> tuple[Any, ...]:

@@ -131,6 +131,28 @@ def frozen_sizes(packed: bytes) -> tuple[int, int]:
     return n_facts, n_published
 
 
+def frozen_parts(packed: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Facts and published records of a frozen timeline as plain tuples, without building
+    Facts: (time, key, value or None, (kind, site, attr, concepts), ref) and (indicator,
+    observation key, signature, site, index time, horizon end)."""
+    values = _CODES.values
+    n_facts, n_published, _settled, n_refs, _birth_year, _male = _HEADER.unpack_from(packed)
+    pos = _HEADER.size
+    refs: list[str | None] = []
+    for _ in range(n_refs):
+        (size,) = struct.unpack_from("<H", packed, pos)
+        refs.append(packed[pos + 2:pos + 2 + size].decode())
+        pos += 2 + size
+    refs.append(None)  # NO_REF indexes past the end: mapped below
+    end = pos + n_facts * _FACT.size
+    facts = [(time, key, value if has_value else None, values[code], refs[-1 if ref == NO_REF else ref])
+             for time, key, value, code, ref, has_value in _FACT.iter_unpack(packed[pos:end])]
+    published = [(values[indicator], key, signature, values[site], index_time, horizon_end)
+                 for indicator, key, signature, site, index_time, horizon_end
+                 in _PUBLISHED.iter_unpack(packed[end:end + n_published * _PUBLISHED.size])]
+    return facts, published
+
+
 @dataclass(slots=True)
 class Stay:
     ref: str

@@ -15,6 +15,7 @@ from streams.ascertain_changelog import (
     StringReader,
     StringTable,
     pack_facts,
+    pack_frozen,
     pack_published,
     unpack_facts,
     unpack_published,
@@ -109,6 +110,21 @@ def test_packed_facts_keep_every_field() -> None:
     reader = StringReader(table.strings)
     assert unpack_facts(packed_facts, reader) == facts
     assert dict(unpack_published(packed_published, reader)) == published
+
+
+def test_a_frozen_timeline_packs_as_its_thawed_self() -> None:
+    tl = PatientTimeline()
+    tl.note_demographics(1950, "MALE")
+    for f in [Fact(T0, "ADMISSION", "FI-HUS", "enc-1", frozenset({"heart_failure"}), None, "EMERGENCY", 1),
+              Fact(T0 + 1, "LAB_RESULT", "FI-HUS", None, frozenset({"nt_probnp"}), 1200.0, None, -2),
+              Fact(T0 + 2, "DISCHARGE", "FI-HUS", "enc-1", frozenset(), None, "HOME", 2**63 - 1)]:
+        tl.add(f)
+    tl.published["hf_readmission_30d:00000000000000ff"] = Published(9, "FI-HUS", T0 + 2, T0 + 30 * DAY_US)
+    table = StringTable()
+    facts, published = pack_frozen(tl.freeze(), table)
+    reader = StringReader(table.strings)
+    assert unpack_facts(facts, reader) == tl.facts
+    assert dict(unpack_published(published, reader)) == tl.published
 
 
 def test_a_v1_record_with_facts_as_records_still_applies(catalogue: Catalogue) -> None:
