@@ -12,6 +12,7 @@ import gc
 import importlib
 import logging
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -38,16 +39,22 @@ class SurvivorFreezer:
     garbage), so what survives a round is frozen (``gc.freeze``: out of the collector's
     reach; reference counting still frees it) and collections look at the round's young
     objects only. In case a cycle does outlive a round, the frozen objects get one full
-    collection whenever their number has doubled since the last.
+    collection whenever their number has doubled since the last (counted once a minute:
+    counting walks them all).
     """
 
     MIN_FULL = 1_000_000
+    CHECK_SECONDS = 60.0
 
     def __init__(self) -> None:
         self._full_at = 2 * max(gc.get_freeze_count(), self.MIN_FULL)
+        self._check_at = time.monotonic() + self.CHECK_SECONDS
 
     def after_round(self) -> None:
         gc.freeze()
+        if time.monotonic() < self._check_at:
+            return
+        self._check_at = time.monotonic() + self.CHECK_SECONDS
         if gc.get_freeze_count() > self._full_at:
             gc.unfreeze()
             gc.collect()

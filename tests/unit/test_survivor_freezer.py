@@ -24,6 +24,9 @@ def test_survivors_are_frozen_and_a_cycle_among_them_goes_at_the_next_full_colle
         assert gone() is not None  # frozen: ordinary collections do not look at it
         freezer._full_at = gc.get_freeze_count() - 1  # as if the frozen objects had doubled
         freezer.after_round()
+        assert gone() is not None  # they are counted once a minute
+        freezer._check_at = 0.0
+        freezer.after_round()
         assert gone() is None
         assert freezer._full_at >= 2 * SurvivorFreezer.MIN_FULL
     finally:
