@@ -72,7 +72,8 @@ class MonitorStage:
         kinds = {i.id: (i.kind == "continuous", rolling.follow_up_us(i)) for i in catalogue.indicators.values()}
         self.states: PartitionedState[MonitorState] = PartitionedState(
             STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,
-            lambda: MonitorState(kinds, self.config, FeedHealth(settings.feed_silence, settings.feed_dlq_rate)),
+            lambda: MonitorState(kinds, self.config, FeedHealth(settings.feed_silence, settings.feed_dlq_rate),
+                                 {i.id: i.better for i in catalogue.indicators.values()}),
             consumer_factory, metrics)
         self._lock = threading.Lock()
         self._republish: list[dict[str, Any]] = []

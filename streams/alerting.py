@@ -65,14 +65,15 @@ class AlertBook:
         return key in self.open
 
     def signal(self, key: AlertKey, statistic: float, limit: float, at: int, evidence: Evidence,
-               accumulate: bool = True) -> None:
+               accumulate: bool = True, severity: str | None = None) -> None:
         """A crossing: open an alert, or update the open one (``accumulate``: add the new
-        evidence to what the alert holds; else replace it)."""
+        evidence to what the alert holds; else replace it). ``severity`` overrides the
+        method's (a CUSUM's depends on which way the indicator improves)."""
         indicator, site, method = key
         alert = self.open.get(key)
         if alert is None:
             alert = {"alert_id": f"{method}:{indicator}:{site}:{at}", "status": "OPEN", "indicator": indicator,
-                     "scope": "SITE", "scope_id": site, "method": method, "severity": SEVERITY[method],
+                     "scope": "SITE", "scope_id": site, "method": method, "severity": severity or SEVERITY[method],
                      "signals": 1, "first_seen": at}
             self.open[key] = alert
             self._raw[key] = evidence

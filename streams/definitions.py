@@ -43,7 +43,8 @@ CONTINUOUS_SHAPES = frozenset({"length_of_stay", "value_at"})
 INDEX_RULES = ("every", "first")
 CREDITS = ("admitting_site", "discharging_site", "index_site")
 COMMON_KEYS = {"title", "shape", "kind", "unit", "index", "horizon_days", "index_rule", "credit", "outcome_doc",
-               "exclusions", "covariates", "outcome", "risk"}
+               "exclusions", "covariates", "outcome", "risk", "better"}
+BETTER = ("lower", "higher")  # which way the indicator improves: most outcomes are adverse events
 PARAM_KEYS = {"lab", "threshold", "after_days", "drop", "baseline_before_days", "baseline_after_days", "prom",
               "window_days"}
 SELECTOR_KEYS = {"event", "concepts", "stay_concepts", "admission_types", "dispositions", "labs_all",
@@ -83,6 +84,7 @@ class Indicator:
     outcome_doc: str = ""
     exclusions: tuple[str, ...] = ()
     risk: RiskModel | None = None  # expected outcome from the case mix (streams/risk.py)
+    better: str = "lower"          # "higher" for a good outcome (remission) or a score where higher is better
     file: str = ""
 
     @functools.cached_property
@@ -122,7 +124,7 @@ class Indicator:
             "id": self.id, "area": self.area, "title": self.title, "shape": self.shape, "kind": self.kind,
             "unit": self.unit, "index": _selector_text(self.index), "index_rule": self.index_rule,
             "horizon": f"{self.horizon_days:g} x 24 h after the index instant (boundary inside)",
-            "credit": self.credit, "outcome": self.outcome_doc,
+            "credit": self.credit, "outcome": self.outcome_doc, "better": self.better,
             **({"outcome_selector": _selector_text(self.outcome)} if self.outcome else {}),
             **dict(self.params), "exclusions": list(self.exclusions), "covariates": list(self.covariates),
             "risk": self.risk.describe() if self.risk else None, "file": self.file,
@@ -265,12 +267,15 @@ def _indicator(file: str, area: str, ind_id: str, spec: Any, known: frozenset[st
             raise fail("covariates", f"unknown covariate {cov!r} (names: {', '.join(COVARIATE_NAMES)}, "
                        "or lab:<lab>[:log])")
     exclusions = spec.get("exclusions", [])
+    better = spec.get("better", "lower")
+    if better not in BETTER:
+        raise fail("better", f"must be one of {', '.join(BETTER)}, not {better!r}")
     risk = parse_model(spec["risk"], kind == "continuous", tuple(covariates), fail) if "risk" in spec else None
     return Indicator(
         id=ind_id, area=area, title=str(spec["title"]), shape=shape, kind=kind, unit=spec.get("unit"),
         index=index, horizon_days=float(horizon), index_rule=index_rule, credit=credit, outcome=outcome,
         params=params, covariates=tuple(covariates), outcome_doc=str(spec.get("outcome_doc", "")),
-        exclusions=tuple(exclusions), risk=risk, file=file)
+        exclusions=tuple(exclusions), risk=risk, better=better, file=file)
 
 
 def _selector(raw: Any, where: str, known: frozenset[str], fail: Any) -> EventSelector:

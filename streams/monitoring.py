@@ -180,8 +180,11 @@ class IndicatorMonitor:
     """All sites of one indicator: charts, the network's totals, the observations in the window."""
 
     def __init__(self, indicator: str, continuous: bool, config: MonitorConfig, alerts: AlertBook,
-                 follow_up_us: int = 0) -> None:
+                 follow_up_us: int = 0, better: str = "lower") -> None:
         self.indicator = indicator
+        # A CUSUM crossing in the direction of worse outcomes is CRITICAL, one towards better INFO.
+        worse = "down" if better == "higher" else "up"
+        self._cusum_severity = {side: "CRITICAL" if side == worse else "INFO" for side in ("up", "down")}
         self.follow_up_us = follow_up_us
         self.continuous = continuous
         self.config = config
@@ -356,7 +359,7 @@ class IndicatorMonitor:
             start = getattr(chart, f"{side}_start")
             self.alerts.signal(key, s, h, at, Evidence(
                 getattr(chart, f"{side}_o"), int(getattr(chart, f"{side}_n")), getattr(chart, f"{side}_e"),
-                int(start) if start >= 0 else at, at))
+                int(start) if start >= 0 else at, at), severity=self._cusum_severity[side])
             setattr(chart, side, 0.0)  # restart after the signal
             for f in ("n", "o", "e"):
                 setattr(chart, f"{side}_{f}", 0.0)
@@ -506,8 +509,10 @@ def _leading(seen: dict[str, Entry], cutoff: int) -> list[tuple[str, Any]]:
 class MonitorState:
     """The monitors of one input partition: indicators, feed health, open alerts."""
 
-    def __init__(self, kinds: dict[str, tuple[bool, int]], config: MonitorConfig, feed: FeedHealth) -> None:
+    def __init__(self, kinds: dict[str, tuple[bool, int]], config: MonitorConfig, feed: FeedHealth,
+                 better: dict[str, str] | None = None) -> None:
         self.kinds = kinds  # indicator -> (continuous, follow-up in us)
+        self.better = better or {}  # indicator -> "higher" where higher is better (default "lower")
         self.config = config
         self.alerts = AlertBook(config.min_cell_count, config.cell_rounding)
         self.indicators: dict[str, IndicatorMonitor] = {}
@@ -522,7 +527,7 @@ class MonitorState:
         if m is None:
             continuous, follow_up = self.kinds[indicator]
             m = self.indicators[indicator] = IndicatorMonitor(indicator, continuous, self.config, self.alerts,
-                                                              follow_up)
+                                                              follow_up, self.better.get(indicator, "lower"))
         return m
 
     def end_batch(self) -> None:

@@ -252,3 +252,34 @@ def test_alert_evidence_is_disclosure_controlled_and_an_alert_opened_in_a_batch_
     assert (hidden["numerator"], hidden["denominator"], hidden["expected"], hidden["observed_expected"]) == (
         None, None, None, None)
     assert hidden["rank"] == 200 + round(4.0 / 3.5, 2)
+
+
+def test_a_cusum_towards_worse_outcomes_is_critical_and_towards_better_informational() -> None:
+    """Mortality: more deaths than expected is the critical side. Remission: fewer remissions."""
+    def first_alert(better: str, y: int) -> dict[str, Any]:
+        book = AlertBook(min_cell_count=5)
+        monitor = IndicatorMonitor(PROP, False, MonitorConfig(arl0=100.0, warmup=10), book, better=better)
+        for i in range(10):  # warm-up at the expected rate
+            monitor.observe(f"w{i}", "B", T0 + i * HOUR, float(i == 0), 0.1)
+        for i in range(200):
+            monitor.observe(f"x{i}", "A", T0 + (20 + i) * HOUR, float(y), 0.5 if y == 0 else 0.1)
+            opened = [r for r in book.drain() if r["method"].startswith("cusum") and r["status"] == "OPEN"]
+            if opened:
+                return opened[0]
+        raise AssertionError("no CUSUM signal")
+
+    more = first_alert("lower", 1)    # outcomes every time at an expected 10 %: up, worse
+    fewer = first_alert("lower", 0)   # none at an expected 50 %: down, better
+    assert (more["method"], more["severity"]) == ("cusum_up", "CRITICAL")
+    assert (fewer["method"], fewer["severity"]) == ("cusum_down", "INFO")
+    good_more = first_alert("higher", 1)
+    good_fewer = first_alert("higher", 0)
+    assert (good_more["method"], good_more["severity"]) == ("cusum_up", "INFO")
+    assert (good_fewer["method"], good_fewer["severity"]) == ("cusum_down", "CRITICAL")
+
+
+def test_the_catalogue_says_which_way_each_indicator_improves() -> None:
+    from streams.definitions import load_catalogue
+
+    higher = {i.id for i in load_catalogue().indicators.values() if i.better == "higher"}
+    assert higher == {"aml_complete_remission", "pca_epic26_incontinence_12m"}
