@@ -53,8 +53,8 @@ from streams.timeline import (
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
 HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
-# Deadlines are looked at in the first batch whose watermark has passed the end of their hour:
-# an hour of event time late at most, and no patient is woken before it is due.
+# Deadlines are looked at in the first batch whose watermark reaches the first whole hour at or
+# after them: at most an hour of event time late, and no patient is woken before it is due.
 WAKE_BUCKET_US = 3_600_000_000
 
 
