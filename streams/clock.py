@@ -44,10 +44,10 @@ class LocalTimeConverter:
         """UTC microseconds of ``local_us`` wall-clock microseconds in ``zone_name`` (None: UTC)."""
         if zone_name is None:
             return local_us
-        offset = self._day_offsets.get((zone_name, local_us // DAY_US))
+        day = local_us // DAY_US
+        offset = self._day_offsets.get((zone_name, day))
         if offset is not None:
             return local_us - offset
-        day = local_us // DAY_US
         start, end = self._offset(zone_name, day * DAY_US), self._offset(zone_name, (day + 1) * DAY_US - 1)
         if start == end:  # no transition that day (one could not fall and revert within a day)
             if len(self._day_offsets) > 100_000:

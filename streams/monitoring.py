@@ -176,6 +176,15 @@ def _mean_sd(n: float, s: float, s2: float) -> tuple[float, float]:
     return mean, math.sqrt(var)
 
 
+def _run_totals(statistic: float, n: float, observed: float, expected: float, start: float, y: int, p: float,
+                at: int) -> tuple[float, float, float, float]:
+    """Observations, events, expected events and start of a CUSUM's current run, after one
+    more observation: a run ends whenever the statistic is back at zero."""
+    if statistic == 0.0:
+        return 0.0, 0.0, 0.0, -1.0
+    return n + 1, observed + y, expected + p, start if start >= 0 else float(at)
+
+
 class IndicatorMonitor:
     """All sites of one indicator: charts, the network's totals, the observations in the window."""
 
@@ -328,24 +337,10 @@ class IndicatorMonitor:
         chart.up = max(0.0, chart.up + y * self._log_up - base_up)
         chart.down = max(0.0, chart.down + y * self._log_down - base_down)
         chart.vlad += p - y
-        if chart.up == 0.0:
-            chart.up_n = chart.up_o = chart.up_e = 0.0
-            chart.up_start = -1.0
-        else:
-            chart.up_n += 1
-            chart.up_o += y
-            chart.up_e += p
-            if chart.up_start < 0:
-                chart.up_start = float(at)
-        if chart.down == 0.0:
-            chart.down_n = chart.down_o = chart.down_e = 0.0
-            chart.down_start = -1.0
-        else:
-            chart.down_n += 1
-            chart.down_o += y
-            chart.down_e += p
-            if chart.down_start < 0:
-                chart.down_start = float(at)
+        chart.up_n, chart.up_o, chart.up_e, chart.up_start = _run_totals(
+            chart.up, chart.up_n, chart.up_o, chart.up_e, chart.up_start, y, p, at)
+        chart.down_n, chart.down_o, chart.down_e, chart.down_start = _run_totals(
+            chart.down, chart.down_n, chart.down_o, chart.down_e, chart.down_start, y, p, at)
         open_alerts = self.alerts.open  # the common case, no crossing and no open alert, stays cheap
         if chart.up >= chart.h_up or (open_alerts and (self.indicator, site, "cusum_up") in open_alerts):
             self._cusum_lifecycle(site, chart, at, "up")

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-import signal
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -81,7 +80,8 @@ def consumer_config(settings: Settings, group_id: str, **extra: object) -> dict[
 
 
 class StageRunner:
-    """Runs one stage in one consumer group until :meth:`stop`."""
+    """One stage's consumer (in its own group) and producer; :func:`run_round` drives it
+    between :meth:`open` and :meth:`close`."""
 
     def __init__(self, stage: Stage, settings: Settings, metrics: EngineMetrics,
                  on_batch: Callable[[int], None] | None = None) -> None:
@@ -89,7 +89,6 @@ class StageRunner:
         self.settings = settings
         self.metrics = metrics
         self.on_batch = on_batch
-        self._stop = threading.Event()
         self.assigned = threading.Event()
         self._paused: set[int] = set()
         self._start_offsets: dict[int, int] = {}
@@ -103,13 +102,6 @@ class StageRunner:
         self.consumer = Consumer(consumer_config(settings, f"{settings.group_id}.{stage.name}",
                                                  **{"client.id": f"rwe-{stage.name}"}, **lag))
         self.events = 0
-
-    def stop(self) -> None:
-        self._stop.set()
-
-    def install_signal_handlers(self) -> None:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, lambda *_: self.stop())
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         ids = [tp.partition for tp in partitions]
@@ -149,15 +141,6 @@ class StageRunner:
                 committed, end = p.get("committed_offset", -1), p.get("hi_offset", -1)
                 if p.get("desired") and committed >= 0 and end >= 0 and partition != "-1":
                     lag.labels(self.stage.name, topic, partition).set(max(0, end - committed))
-
-    def run(self) -> None:
-        """Consume and process until :meth:`stop` (the stage's own thread)."""
-        self.open()
-        try:
-            while not self._stop.is_set():
-                run_round([self], self.settings.batch_wait)
-        finally:
-            self.close()
 
     def open(self) -> None:
         stage = self.stage

@@ -131,11 +131,9 @@ def frozen_sizes(packed: bytes) -> tuple[int, int]:
     return n_facts, n_published
 
 
-def frozen_parts(packed: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
-    """Facts and published records of a frozen timeline as plain tuples, without building
-    Facts: (time, key, value or None, (kind, site, attr, concepts), ref) and (indicator,
-    observation key, signature, site, index time, horizon end)."""
-    values = _CODES.values
+def _frozen_sections(packed: bytes) -> tuple[list[str | None], bytes, bytes, bytes]:
+    """Encounter pseudonyms (NO_REF indexes the trailing None), then the fact, published and
+    settled sections of a frozen timeline."""
     n_facts, n_published, _settled, n_refs, _birth_year, _male = _HEADER.unpack_from(packed)
     pos = _HEADER.size
     refs: list[str | None] = []
@@ -143,14 +141,22 @@ def frozen_parts(packed: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, 
         (size,) = struct.unpack_from("<H", packed, pos)
         refs.append(packed[pos + 2:pos + 2 + size].decode())
         pos += 2 + size
-    refs.append(None)  # NO_REF indexes past the end: mapped below
+    refs.append(None)
     end = pos + n_facts * _FACT.size
-    facts = [(time, key, value if has_value else None, values[code], refs[-1 if ref == NO_REF else ref])
-             for time, key, value, code, ref, has_value in _FACT.iter_unpack(packed[pos:end])]
-    published = [(values[indicator], key, signature, values[site], index_time, horizon_end)
-                 for indicator, key, signature, site, index_time, horizon_end
-                 in _PUBLISHED.iter_unpack(packed[end:end + n_published * _PUBLISHED.size])]
-    return facts, published
+    published_end = end + n_published * _PUBLISHED.size
+    return refs, packed[pos:end], packed[end:published_end], packed[published_end:]
+
+
+def frozen_parts(packed: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """Facts and published records of a frozen timeline as plain tuples, without building
+    Facts: (time, key, value or None, (kind, site, attr, concepts), ref) and (indicator,
+    observation key, signature, site, index time, horizon end)."""
+    values = _CODES.values
+    refs, facts, published, _settled = _frozen_sections(packed)
+    return ([(time, key, value if has_value else None, values[code], refs[-1 if ref == NO_REF else ref])
+             for time, key, value, code, ref, has_value in _FACT.iter_unpack(facts)],
+            [(values[indicator], key, signature, values[site], index_time, horizon_end)
+             for indicator, key, signature, site, index_time, horizon_end in _PUBLISHED.iter_unpack(published)])
 
 
 @dataclass(slots=True)
@@ -249,27 +255,20 @@ class PatientTimeline:
         """The timeline :meth:`freeze` packed."""
         tl = cls()
         values = _CODES.values
-        n_facts, n_published, _settled, n_refs, birth_year, male = _HEADER.unpack_from(packed)
-        pos = _HEADER.size
-        refs = []
-        for _ in range(n_refs):
-            (size,) = struct.unpack_from("<H", packed, pos)
-            refs.append(packed[pos + 2:pos + 2 + size].decode())
-            pos += 2 + size
-        end = pos + n_facts * _FACT.size
+        refs, fact_rows, published_rows, settled_rows = _frozen_sections(packed)
         facts = []
-        for time, key, value, code, ref, has_value in _FACT.iter_unpack(packed[pos:end]):
+        for time, key, value, code, ref, has_value in _FACT.iter_unpack(fact_rows):
             kind, site, attr, concepts = values[code]
-            facts.append(Fact(time, kind, site, None if ref == NO_REF else refs[ref], concepts,
+            facts.append(Fact(time, kind, site, refs[-1 if ref == NO_REF else ref], concepts,
                               value if has_value else None, attr, key))
         tl.facts = facts
-        pos, end = end, end + n_published * _PUBLISHED.size
         tl.published = {f"{values[indicator]}:{key:016x}": Published(signature, values[site], index_time, horizon_end)
                         for indicator, key, signature, site, index_time, horizon_end
-                        in _PUBLISHED.iter_unpack(packed[pos:end])}
-        tl.settled = {values[indicator]: time for indicator, time in _SETTLED.iter_unpack(packed[end:])} or None
-        tl.birth_year = None if birth_year < 0 else _YEARS.setdefault(birth_year, birth_year)
-        tl.male = None if male < 0 else male == 1
+                        in _PUBLISHED.iter_unpack(published_rows)}
+        tl.settled = {values[indicator]: time for indicator, time in _SETTLED.iter_unpack(settled_rows)} or None
+        birth_year, male = frozen_demographics(packed)
+        tl.birth_year = None if birth_year is None else _YEARS.setdefault(birth_year, birth_year)
+        tl.male = male
         return tl
 
     def add(self, fact: Fact) -> bool:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from confluent_kafka import Consumer
 
 from streams import wire
 from streams.changelog import read_partition
+from streams.engine import Engine, Worker
 from streams.runner import consumer_config
 from streams.settings import Settings
 
@@ -39,3 +41,23 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
             return
         time.sleep(0.1)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+
+
+@contextmanager
+def running_stage(settings: Settings, name: str, stages: tuple[str, ...] | None = None) -> Iterator[tuple[Engine, Any]]:
+    """A Worker running ``stages`` (default: just ``name``); yields the engine and stage ``name``.
+    On exit the worker is stopped and must have recorded no error."""
+    engine = Engine.create(settings)
+    worker = Worker(engine, list(stages or (name,)))
+    stage = next(r.stage for r in worker.runners if r.stage.name == name)
+    worker.start()
+    try:
+        yield engine, stage
+    finally:
+        worker.stop()
+    assert not worker.errors
+
+
+def stage_events_in(engine: Engine, stage: str) -> float:
+    """Events the stage has read (rwe_stage_events_in_total)."""
+    return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": stage}) or 0.0

@@ -10,12 +10,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from helpers import read_topic, wait_for
+from helpers import read_topic, running_stage, stage_events_in, wait_for
 
 from agents.aggregate import AggregateStage
 from streams import schemas, topics, wire
 from streams.definitions import load_catalogue
-from streams.engine import Engine, Worker
+from streams.engine import Engine
 from streams.partitioning import partition_for
 from streams.rolling import DAY_US, RollingState
 from streams.runner import producer_config
@@ -129,20 +129,13 @@ def latest_on(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
 
 @contextmanager
 def running_worker(settings: Settings) -> Iterator[tuple[Engine, AggregateStage]]:
-    engine = Engine.create(settings)
-    worker = Worker(engine, ["aggregate"])
-    stage = worker.runners[0].stage
-    assert isinstance(stage, AggregateStage)
-    worker.start()
-    try:
+    with running_stage(settings, "aggregate") as (engine, stage):
+        assert isinstance(stage, AggregateStage)
         yield engine, stage
-    finally:
-        worker.stop()
-    assert not worker.errors
 
 
 def events_in(engine: Engine) -> float:
-    return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": "aggregate"}) or 0.0
+    return stage_events_in(engine, "aggregate")
 
 
 def test_indicators_are_published_with_small_cells_suppressed(broker_settings: Any) -> None:

@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from helpers import wait_for
 
 from streams.metrics import EngineMetrics
-from streams.runner import StageRunner, producer_config
+from streams.runner import StageRunner, producer_config, run_round
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -64,7 +64,17 @@ def test_consumer_lag_follows_the_backlog(broker_settings: Callable[..., Setting
     metrics = EngineMetrics()
     stage = SlowStage(topic)
     runner = StageRunner(stage, settings, metrics)
-    thread = threading.Thread(target=runner.run, daemon=True)
+    stop = threading.Event()
+
+    def run() -> None:
+        runner.open()
+        try:
+            while not stop.is_set():
+                run_round([runner], settings.batch_wait)
+        finally:
+            runner.close()
+
+    thread = threading.Thread(target=run, daemon=True)
     labels = {"stage": "slow", "topic": topic, "partition": "0"}
     seen: list[float] = []
 
@@ -78,7 +88,7 @@ def test_consumer_lag_follows_the_backlog(broker_settings: Callable[..., Setting
     try:
         wait_for(lambda: lag() == 0 and stage.read >= BACKLOG, timeout=60, what="the backlog to be read")
     finally:
-        runner.stop()
+        stop.set()
         thread.join(15)
     assert max(seen) >= BACKLOG / 3, seen      # the backlog was visible while it was worked through
     assert seen == sorted(seen, reverse=True)  # and only fell

@@ -12,12 +12,12 @@ from typing import Any
 
 import pytest
 from confluent_kafka import Producer
-from helpers import decode_all, wait_for
+from helpers import decode_all, running_stage, stage_events_in, wait_for
 
 from agents.monitor import MonitorStage, monitor_config
 from streams import schemas, topics, wire
 from streams.definitions import load_catalogue
-from streams.engine import Engine, Worker
+from streams.engine import Engine
 from streams.feed_health import FeedHealth
 from streams.monitoring import MonitorState
 from streams.open_alerts import latest as latest_alerts
@@ -75,20 +75,13 @@ def send(settings: Settings, records: list[dict[str, Any]], extra: tuple[bytes, 
 
 @contextmanager
 def running(settings: Settings, stages: tuple[str, ...] = ("monitor",)) -> Iterator[tuple[Engine, MonitorStage]]:
-    engine = Engine.create(settings)
-    worker = Worker(engine, list(stages))
-    stage = next(r.stage for r in worker.runners if r.stage.name == "monitor")
-    assert isinstance(stage, MonitorStage)
-    worker.start()
-    try:
+    with running_stage(settings, "monitor", stages) as (engine, stage):
+        assert isinstance(stage, MonitorStage)
         yield engine, stage
-    finally:
-        worker.stop()
-    assert not worker.errors
 
 
 def events_in(engine: Engine) -> float:
-    return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": "monitor"}) or 0.0
+    return stage_events_in(engine, "monitor")
 
 
 def charts(readings: list[Any]) -> list[Any]:
