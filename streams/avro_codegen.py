@@ -3,14 +3,15 @@
 fastavro's Cython codecs interpret the schema for every record: ~11.7 us to read and
 ~14 us to write one NormalisedEvent here. A function generated once per schema, with
 every field's step written out (no dispatch on the type per value, small varints from a
-table), reads it in ~9.1 us and writes it in ~5.0 us. Avro's binary encoding is canonical, so the bytes are exactly
-fastavro's; property tests check both directions on random records of every schema.
+table), reads it in ~9.1 us and writes it in ~5.0 us. Avro's binary encoding is
+canonical, so the bytes are exactly fastavro's; property tests check both directions on
+random records of every schema.
 
 Shapes covered: the ones our schemas use (string, bytes, int, long, double, boolean, enum,
 nested records, arrays of and maps to those, unions of null and one type); a record may
 be given as a dict or as a tuple of its fields in schema order (a NamedTuple of the
-same fields needs no dict built for it). Anything
-else raises :class:`Unsupported` and the caller falls back to fastavro. The decoder
+same fields needs no dict built for it). Anything else raises :class:`Unsupported` and
+the caller falls back to fastavro. The decoder
 reads records written with the reader's own schema; a different writer version goes
 through fastavro's schema resolution.
 """

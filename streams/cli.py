@@ -91,9 +91,10 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    from streams.engine import Engine, Worker
+    from streams.engine import STAGES, Engine, Worker
     from streams.topics import create_topics, missing_topics
 
+    stages = args.stages or list(STAGES)
     settings = settings_from(args)
     engine = Engine.create(settings)
     if engine.dev_key:
@@ -107,9 +108,9 @@ def cmd_worker(args: argparse.Namespace) -> int:
                               "(run rwe topics create, or pass --create-topics)")
     if settings.metrics_port:
         _serve_metrics(engine, settings.metrics_port)
-    worker = Worker(engine, args.stages)
+    worker = Worker(engine, stages)
     worker.start()
-    print(f"worker running stages {', '.join(args.stages)} against {settings.broker}"
+    print(f"worker running stages {', '.join(stages)} against {settings.broker}"
           + (f"; metrics on http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else ""),
           flush=True)
     try:
@@ -267,7 +268,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "create"])
 
     p = add("worker", cmd_worker, "Run the engine's stages against the configured broker.")
-    p.add_argument("--stages", nargs="+", default=["normalise", "ascertain", "aggregate", "monitor"], metavar="STAGE",
+    p.add_argument("--stages", nargs="+", default=None, metavar="STAGE",
                    help="stages to run (default: all: normalise ascertain aggregate monitor)")
     p.add_argument("--create-topics", action="store_true", help="create missing topics first")
 

@@ -50,9 +50,9 @@ class FeedProgress:
         self.error: BaseException | None = None
 
 
-
 class FeedStopped(Exception):
     """The demo is stopping: the simulated feed ends where it is."""
+
 
 def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -> int:
     from streams.simulator import Shift, SimulationConfig, generate, publish
@@ -80,7 +80,7 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             engine.metrics.serve(metrics_port, settings.metrics_host)
         console.print(f"Tansu broker on {broker.bootstrap}; metrics on http://127.0.0.1:{metrics_port}/metrics; "
                       "dev mode: a throw-away pseudonymisation key (production needs RWE_PSEUDONYM_KEY).")
-        worker = Worker(engine, ["normalise", "ascertain", "aggregate", "monitor"])
+        worker = Worker(engine)  # every stage
         aggregate = next(r.stage for r in worker.runners if r.stage.name == "aggregate")
         monitor = next(r.stage for r in worker.runners if r.stage.name == "monitor")
         worker.start()
