@@ -98,17 +98,20 @@ def main() -> int:
             stage.process = counted
         if stage.name != "normalise":
             continue
-        original = stage.process
+        # The moment normalise's code is first handed a batch (its take returns one; the
+        # stage itself may be compiled, with methods that cannot be wrapped).
+        original = runner.take
         first: list[float] = []
 
-        def timed(messages, producer, _original=original, _first=first):  # type: ignore[no-untyped-def]
-            if not _first:
+        def timed(wait, _original=original, _first=first):  # type: ignore[no-untyped-def]
+            batch = _original(wait)
+            if batch and not _first:
                 _first.append(time.time())
                 if started_file:
                     Path(started_file).write_text(repr(_first[0]))
-            return _original(messages, producer)
+            return batch
 
-        stage.process = timed
+        runner.take = timed  # type: ignore[method-assign]
     if settings.metrics_port:
         engine.metrics.serve(settings.metrics_port, settings.metrics_host)
     stop = threading.Event()

@@ -36,7 +36,9 @@ class DedupeStore:
         self.watermark = 0
         self._seen: dict[tuple[str, str], tuple[int, int]] = {}
         self._days: dict[int, list[tuple[str, str]]] = {}
-        self._pending: list[dict[str, Any]] = []
+        # SeenEvent records as tuples of their fields in schema order (the encoder takes them
+        # without a dict per event)
+        self._pending: list[tuple[str, str, int, int]] = []
 
     def __len__(self) -> int:
         return len(self._seen)
@@ -48,8 +50,7 @@ class DedupeStore:
         if seen is not None:
             return DUPLICATE if seen[1] == digest else CONFLICT
         self._remember(key, event_time, digest)
-        self._pending.append({"site_id": site_id, "event_id": event_id, "event_time": event_time,
-                              "digest": digest})
+        self._pending.append((site_id, event_id, event_time, digest))
         return NEW
 
     def is_beyond_horizon(self, event_time: int) -> bool:
@@ -81,8 +82,7 @@ class DedupeStore:
         """The whole state as changelog records: a snapshot, then deltas, ``chunk``
         entries each, so no record outgrows the broker's message size limit."""
         self._pending = []
-        entries = [{"site_id": s, "event_id": e, "event_time": t, "digest": d}
-                   for (s, e), (t, d) in self._seen.items()]
+        entries = [(s, e, t, d) for (s, e), (t, d) in self._seen.items()]
         return [{"snapshot": i == 0, "watermark": self.watermark, "entries": entries[i:i + chunk]}
                 for i in range(0, max(len(entries), 1), chunk)]
 

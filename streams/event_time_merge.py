@@ -46,7 +46,8 @@ class EventTimeMerge(Generic[T]):
         if held is None:
             held = self._held[partition] = {}
         held[offset] = held.get(offset, 0) + 1
-        if time > self.newest.get(partition, -math.inf):
+        newest = self.newest.get(partition)
+        if newest is None or time > newest:
             self.newest[partition] = time
 
     def frontier(self, busy: set[int]) -> float:

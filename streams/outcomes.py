@@ -123,6 +123,7 @@ class OutcomeTracker:
         self._indicators = tuple(catalogue.indicators.values())
         self.pending_restore = False
         self._everyone = False  # next collect evaluates every indicator of every dirty patient
+        self.evaluations = 0  # patients evaluated so far (each wake-up or new fact costs one)
 
     @property
     def watermark(self) -> int:
@@ -176,6 +177,7 @@ class OutcomeTracker:
         return changed
 
     def _evaluate(self, pseudonym: str, tl: PatientTimeline, watermark: int, woken: bool) -> list[Observation]:
+        self.evaluations += 1
         cutoff = watermark - self.retention_us
         published = tl.published
         current: dict[str, tuple[Observation, Indicator]] = {}

@@ -25,6 +25,11 @@ INDICATOR_SNAPSHOT = "rwe.outcomes.IndicatorSnapshot"
 ALERT = "rwe.outcomes.Alert"
 SITE_ACTIVITY = "rwe.internal.SiteActivity"
 MONITOR_DELTA = "rwe.internal.MonitorDelta"
+# Encoded or decoded for every event: their codecs are generated into streams/avro_codecs.py
+# (compiled with the per-event path; ``python -m streams.avro_codegen`` regenerates it).
+PRECOMPILED = (CLINICAL_EVENT, NORMALISED_EVENT, OUTCOME_OBSERVATION, INDICATOR_SNAPSHOT, SITE_ACTIVITY,
+               MONITOR_DELTA, "rwe.internal.DedupeDelta", "rwe.internal.AscertainDelta",
+               "rwe.internal.AggregateDelta")
 
 
 def schemas_dir() -> Path:

@@ -298,9 +298,9 @@ def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -
 
 
 def _advance(tracker: object, t: int) -> list[Observation]:
-    """Move the watermark to ``t`` with an event of an unrelated patient, and collect."""
-    tracker.add(event(f"clock-{t}", "LAB_RESULT", t + 2 * DAY_US, patient="clock", concepts=["mmse"],  # type: ignore[attr-defined]
-                      value=20.0))
+    """Move the watermark to ``t`` with an event no indicator uses (of a patient the tracker
+    does not keep), and collect."""
+    tracker.add(event(f"clock-{t}", "LAB_RESULT", t + 2 * DAY_US, patient="clock", value=1.0))  # type: ignore[attr-defined]
     return tracker.collect()  # type: ignore[attr-defined, no-any-return]
 
 
@@ -317,29 +317,29 @@ def test_an_open_horizon_closes_negative_in_the_first_batch_that_reaches_it(cata
     assert [(o.status, o.outcome, o.closed_time) for o in closed] == [(FINAL, 0, horizon)]
 
 
-def test_a_patient_waiting_for_a_horizon_is_not_evaluated_before_it(catalogue: Catalogue,
-                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_patient_waiting_for_a_horizon_is_not_evaluated_before_it(catalogue: Catalogue) -> None:
     from streams.outcomes import OutcomeTracker
 
     tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
-    evaluated: list[int] = []
-    evaluate = tracker._evaluate
+    evaluated: list[float] = []  # days from the diagnosis to each evaluation of the only patient kept
 
-    def counting(pseudonym: str, *args: object) -> list[Observation]:
-        if pseudonym == "p1":
-            evaluated.append(tracker.watermark)
-        return evaluate(pseudonym, *args)  # type: ignore[arg-type]
+    def advance(t: int) -> list[Observation]:
+        before = tracker.evaluations
+        out = _advance(tracker, t)
+        evaluated.extend([(tracker.watermark - T0) / DAY_US] * (tracker.evaluations - before))
+        return out
 
-    monkeypatch.setattr(tracker, "_evaluate", counting)
     tracker.add(event("m", "LAB_RESULT", T0 - 5 * DAY_US, concepts=["mmse"], value=24.0))
     tracker.add(event("d", "DIAGNOSIS", T0, concepts=["dementia"]))
     tracker.collect()
+    assert tracker.evaluations == 1 and "clock" not in tracker.patients
+    evaluated.clear()
     # the MMSE baseline window closes after 30 days; nothing is due then until the 12-month horizon
     for day in range(1, 365):
-        _advance(tracker, T0 + day * DAY_US)
-    assert [(w - T0) / DAY_US for w in evaluated] == [-2, 30]
-    final = {o.indicator: o for o in _advance(tracker, T0 + 365 * DAY_US) if o.status == FINAL}
-    assert [(w - T0) / DAY_US for w in evaluated] == [-2, 30, 365]
+        advance(T0 + day * DAY_US)
+    assert evaluated == [30]
+    final = {o.indicator: o for o in advance(T0 + 365 * DAY_US) if o.status == FINAL}
+    assert evaluated == [30, 365]
     assert final["dem_cognitive_decline_12m"].outcome == 0
 
 
