@@ -17,12 +17,15 @@ COMPILED = [
     "streams/ascertain_changelog.py",
     "streams/avro_codecs.py",  # generated: the engine's schemas' codecs
     "streams/avro_codegen.py",
+    "streams/alerting.py",
     "streams/ascertainment.py",
     "streams/clinical.py",
     "streams/dedupe.py",
     "streams/disclosure.py",
     "streams/event_time_merge.py",
     "streams/feed_health.py",
+    "streams/monitoring.py",
+    "streams/monitors.py",
     "streams/outcomes.py",
     "streams/pseudonym.py",
     "streams/rolling.py",
@@ -30,6 +33,7 @@ COMPILED = [
     "streams/timeline.py",
     "agents/aggregate.py",
     "agents/ascertain.py",
+    "agents/monitor.py",
     "agents/normalise.py",
 ]
 

@@ -4,10 +4,11 @@ One :class:`streams.rolling.RollingState` per input partition (observations are
 partitioned by indicator, so each indicator's sites all meet here; the semantics of
 windows, upserts, retention and the clock are documented in :mod:`streams.rolling`).
 Per batch the stage decodes OutcomeObservation records itself (a bad record is a
-dead letter, never a crash) and upserts them; its state goes to a batched
-changelog (one record per partition per batch, a full snapshot every 200 batches),
-written after the batch's outputs are durable and before the input offsets are
-committed. A replayed batch is absorbed by the upserts.
+dead letter, never a crash) and upserts them; its state goes to a batched changelog
+(one record per partition per batch, a full snapshot when the deltas since the last
+one outweigh it: :mod:`streams.changelog`), written after the batch's outputs are
+durable and before the input offsets are committed. A replayed batch is absorbed by
+the upserts.
 
 Publication (:meth:`AggregateStage.tick`, which the runner calls after every batch
 and idle poll): an indicator whose snapshots may have changed is recomputed at most

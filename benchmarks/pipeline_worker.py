@@ -91,11 +91,12 @@ def main() -> int:
         if stage.name == "aggregate" and coalesce:
             stage.coalesce_seconds = float(coalesce)
         if stage.name == "monitor":
-            def counted(messages, producer, _original=stage.process, _topic=stage.in_topic):  # type: ignore[no-untyped-def]
+            def counted(wait, _original=runner.take, _topic=stage.in_topic):  # type: ignore[no-untyped-def]
+                messages = _original(wait)
                 monitor_observations[0] += sum(1 for m in messages if m.topic() == _topic)
-                return _original(messages, producer)
+                return messages
 
-            stage.process = counted
+            runner.take = counted  # type: ignore[method-assign]
         if stage.name != "normalise":
             continue
         # The moment normalise's code is first handed a batch (its take returns one; the
