@@ -1,6 +1,7 @@
 """Core of the streaming real-world-evidence engine: settings, topics, codecs, state, CLI."""
 
 import os
+from pathlib import Path
 
 # The engine's linear algebra is small (control-limit Markov chains of ~300 states). OpenBLAS
 # threads spin while they wait for work, taking CPU from the stages: a 300 x 300 solve took
@@ -10,15 +11,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 
-def _refuse_stale_compiled_modules() -> None:
+def refuse_stale_compiled_modules(root: Path) -> None:
     """An editable install keeps the mypyc-compiled modules (setup.py) beside their sources,
     and Python imports the compiled one first: after an edit it would run the old code.
     setup.py records the sources it compiled (``compiled.sha1``, sha1sum's format)."""
     import hashlib
-    from pathlib import Path
 
-    root = Path(__file__).resolve().parent.parent
-    if not any((root / package).glob("*.cpython-*.so") for package in ("streams", "agents")):
+    if not any(next((root / package).glob("*.cpython-*.so"), None) for package in ("streams", "agents")):
         return
     manifest = root / "streams" / "compiled.sha1"
     lines = manifest.read_text().splitlines() if manifest.exists() else ["- (no record of the build)"]
@@ -30,4 +29,4 @@ def _refuse_stale_compiled_modules() -> None:
                               "(or reinstall with RWE_PURE_PYTHON=1 for no compiled modules)")
 
 
-_refuse_stale_compiled_modules()
+refuse_stale_compiled_modules(Path(__file__).resolve().parent.parent)

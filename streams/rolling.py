@@ -51,7 +51,7 @@ the same state, including the cumulative totals of evicted observations.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from operator import add, sub
 from typing import Any
@@ -80,6 +80,7 @@ BEYOND_RETENTION = "beyond_retention"
 DEN, NUM, PEND, EXCL, NEXP, SV, SV2, SEXP = range(8)
 EMPTY = (0, 0, 0, 0, 0, 0, 0, 0)
 Tally = list[int]
+EMPTY_LIST: Tally = list(EMPTY)  # a placeholder prefix entry, never mutated
 
 
 def follow_up_us(indicator: Indicator) -> int:
@@ -173,45 +174,109 @@ class Day:
 
 
 class Series:
-    """One indicator at one site: day buckets, running totals, evicted totals."""
+    """One indicator at one site: day buckets, running totals, evicted totals, and prefix
+    sums over the day buckets, so a window's tally costs two lookups instead of a pass over
+    up to a year of days (the pass grew with the windows and slowed every publication)."""
 
-    __slots__ = ("base", "day_keys", "days", "total")
+    __slots__ = ("base", "day_keys", "days", "offset", "prefix", "total", "valid")
 
     def __init__(self) -> None:
         self.days: dict[int, Day] = {}
         self.day_keys: list[int] = []   # sorted
         self.total: Tally = list(EMPTY)  # everything ever counted: retained + base
         self.base: Tally = list(EMPTY)   # evicted observations
+        # prefix[i]: offset + the tallies of day_keys[:i + 1]; entries from ``valid`` on are
+        # stale (a change to a day invalidates it and every later one: changes come mostly
+        # to recent days, so rebuilding is short). offset: what evicted days had added.
+        self.prefix: list[Tally] = []
+        self.valid = 0
+        self.offset: Tally = list(EMPTY)
+
+    def add_to_day(self, d: int, obs_id: str, obs: Obs) -> None:
+        day = self.days.get(d)
+        i = bisect_left(self.day_keys, d)
+        if day is None:
+            day = self.days[d] = Day()
+            self.day_keys.insert(i, d)
+            self.prefix.insert(i, EMPTY_LIST)
+        day.members[obs_id] = obs
+        day.tally = list(map(add, day.tally, obs.contrib))
+        self.total = list(map(add, self.total, obs.contrib))
+        self.valid = min(self.valid, i)
+
+    def remove_from_day(self, d: int, obs_id: str, obs: Obs) -> None:
+        day = self.days[d]
+        i = bisect_left(self.day_keys, d)
+        del day.members[obs_id]
+        if day.members:
+            day.tally = list(map(sub, day.tally, obs.contrib))
+        else:
+            del self.days[d]
+            del self.day_keys[i]
+            del self.prefix[i]
+        self.total = list(map(sub, self.total, obs.contrib))
+        self.valid = min(self.valid, i)
+
+    def evict_before(self, first: int) -> list[Day]:
+        """Drop the days before ``first`` into the evicted totals; return them."""
+        n = bisect_left(self.day_keys, first)
+        if not n:
+            return []
+        self._before(n)  # the prefix up to them is valid: it becomes the offset
+        self.offset = self.prefix[n - 1]
+        gone = [self.days.pop(d) for d in self.day_keys[:n]]
+        for day in gone:
+            self.base = list(map(add, self.base, day.tally))
+        del self.day_keys[:n]
+        del self.prefix[:n]
+        self.valid -= n
+        return gone
+
+    def _before(self, k: int) -> Tally:
+        """offset + the tallies of the first ``k`` days."""
+        if k == 0:
+            return self.offset
+        if self.valid < k:
+            prefix, days, keys = self.prefix, self.days, self.day_keys
+            running = prefix[self.valid - 1] if self.valid else self.offset
+            for i in range(self.valid, k):
+                running = prefix[i] = list(map(add, running, days[keys[i]].tally))
+            self.valid = k
+        return self.prefix[k - 1]
+
+    def _between(self, a: int, b: int) -> Tally:
+        """Tallies of the days at positions a .. b - 1."""
+        if b <= a:
+            return list(EMPTY)
+        return list(map(sub, self._before(b), self._before(a)))
 
     def window(self, lo: int | None, hi: int, want_values: bool) -> tuple[Tally, list[float] | None]:
         """Tally of index times in (lo, hi] (lo None: cumulative), and FINAL values if wanted."""
         keys, days = self.day_keys, self.days
         d_hi = hi // DAY_US
+        j = bisect_right(keys, d_hi)
         if lo is None:  # cumulative: the running total minus what lies after hi
-            tally = list(self.total)
-            j = bisect_right(keys, d_hi)
-            for d in keys[j:]:
-                tally = list(map(sub, tally, days[d].tally))
+            tally = list(map(sub, self.total, self._between(j, len(keys))))
             if j and keys[j - 1] == d_hi:
                 for o in days[d_hi].members.values():
                     if o.index_time > hi:
                         tally = list(map(sub, tally, o.contrib))
             return tally, None
         d_lo = lo // DAY_US
-        tally = list(EMPTY)
-        values: list[float] | None = [] if want_values else None
-        for d in keys[bisect_left(keys, d_lo):bisect_right(keys, d_hi)]:
-            day = days[d]
-            if d in (d_lo, d_hi):
-                for o in day.members.values():
-                    if lo < o.index_time <= hi:
-                        tally = list(map(add, tally, o.contrib))
-                        if values is not None and o.value is not None:
-                            values.append(o.value)
-            else:
-                tally = list(map(add, tally, day.tally))
-                if values is not None:
-                    values.extend(o.value for o in day.members.values() if o.value is not None)
+        i = bisect_left(keys, d_lo)
+        # whole days strictly inside, then the two boundary days member by member
+        a = i + 1 if i < j and keys[i] == d_lo else i
+        b = j - 1 if j > a and keys[j - 1] == d_hi else j
+        tally = self._between(a, b)
+        values: list[float] | None = None
+        if want_values:
+            values = [o.value for d in keys[a:b] for o in days[d].members.values() if o.value is not None]
+        for edge in {keys[p] for p in (i, j - 1) if i <= p < j and not a <= p < b}:
+            for o in days[edge].members.values():
+                if lo < o.index_time <= hi:
+                    tally = list(map(add, tally, o.contrib))
+                    if values is not None and o.value is not None:
+                        values.append(o.value)
         return tally, values
 
 
@@ -322,28 +387,11 @@ class RollingState:
 
     def _add(self, obs_id: str, obs: Obs) -> None:
         self._set_geo(obs.site, obs.region, obs.country)
-        series = self._series_for(obs.indicator, obs.site)
-        d = obs.index_time // DAY_US
-        day = series.days.get(d)
-        if day is None:
-            day = series.days[d] = Day()
-            insort(series.day_keys, d)
-        day.members[obs_id] = obs
-        day.tally = list(map(add, day.tally, obs.contrib))
-        series.total = list(map(add, series.total, obs.contrib))
+        self._series_for(obs.indicator, obs.site).add_to_day(obs.index_time // DAY_US, obs_id, obs)
         self._obs[obs_id] = obs
 
     def _remove(self, obs_id: str, obs: Obs) -> None:
-        series = self._series[(obs.indicator, obs.site)]
-        d = obs.index_time // DAY_US
-        day = series.days[d]
-        del day.members[obs_id]
-        if day.members:
-            day.tally = list(map(sub, day.tally, obs.contrib))
-        else:
-            del series.days[d]
-            del series.day_keys[bisect_left(series.day_keys, d)]
-        series.total = list(map(sub, series.total, obs.contrib))
+        self._series[(obs.indicator, obs.site)].remove_from_day(obs.index_time // DAY_US, obs_id, obs)
         del self._obs[obs_id]
 
     def evict(self) -> int:
@@ -351,18 +399,10 @@ class RollingState:
         many observations went. Snapshots do not change."""
         gone = 0
         for (indicator, _site), series in self._series.items():
-            first = self.first_kept_day(indicator)
-            keys = series.day_keys
-            n = bisect_left(keys, first)
-            if not n:
-                continue
-            for d in keys[:n]:
-                day = series.days.pop(d)
-                series.base = list(map(add, series.base, day.tally))
+            for day in series.evict_before(self.first_kept_day(indicator)):
                 for obs_id in day.members:
                     del self._obs[obs_id]
                 gone += len(day.members)
-            del keys[:n]
         return gone
 
     # --- changelog -----------------------------------------------------------

@@ -429,3 +429,54 @@ def test_the_stage_publishes_changed_snapshots_at_most_once_per_coalesce_period(
     assert latest[f"{PROP}|SITE|A|30"]["numerator"] == 1 and len(latest) == 16
     stage.revoke([0])
     assert stage.latest_snapshots() == {}
+
+
+# --- the prefix sums behind a window's tally -------------------------------------
+
+@st.composite
+def series_operations(draw: st.DrawFn) -> list[tuple[str, int, int]]:
+    """Adds, removals, evictions and window queries, interleaved (times in whole hours)."""
+    ops = []
+    for _ in range(draw(st.integers(1, 80))):
+        op = draw(st.sampled_from(["add"] * 5 + ["remove", "evict", "window", "window"]))
+        ops.append((op, draw(st.integers(0, 400 * 24)), draw(st.integers(0, 400 * 24))))
+    return ops
+
+
+@given(series_operations())
+@settings(max_examples=200, deadline=None)
+def test_a_series_window_equals_a_pass_over_its_members(ops: list[tuple[str, int, int]]) -> None:
+    from operator import add
+
+    from streams.rolling import EMPTY, Obs, Series
+
+    hour = DAY_US // 24
+    series, live, evicted_before = Series(), {}, 0
+    for n, (op, a, b) in enumerate(ops):
+        if op == "add" and a * hour // DAY_US >= evicted_before:
+            status = ["FINAL", "OPEN", "EXCLUDED"][n % 3]
+            o = Obs("i", "S", "R", "C", a * hour, status, n % 2, 1.5 * n, None, n % 4 == 0)
+            series.add_to_day(o.index_time // DAY_US, f"o{n}", o)
+            live[f"o{n}"] = o
+        elif op == "remove" and live:
+            oid = sorted(live)[a % len(live)]
+            series.remove_from_day(live[oid].index_time // DAY_US, oid, live.pop(oid))
+        elif op == "evict":
+            first = a * hour // DAY_US
+            series.evict_before(first)
+            live = {k: o for k, o in live.items() if o.index_time // DAY_US >= first}
+            evicted_before = max(evicted_before, first)
+        elif op == "window":
+            lo, hi = sorted((a * hour, b * hour))
+            inside = [o for o in live.values() if lo < o.index_time <= hi]
+            expected = list(EMPTY)
+            for o in inside:
+                expected = list(map(add, expected, o.contrib))
+            tally, values = series.window(lo, hi, want_values=True)
+            assert tally == expected
+            assert sorted(values or []) == sorted(o.value for o in inside if o.value is not None)
+            later = [o for o in live.values() if o.index_time > hi]
+            cumulative, _ = series.window(None, hi, want_values=False)
+            for o in later:
+                cumulative = list(map(add, cumulative, o.contrib))
+            assert cumulative == series.total
