@@ -12,8 +12,8 @@ the upserts.
 
 Publication (:meth:`AggregateStage.tick`, which the runner calls after every batch
 and idle poll): an indicator whose snapshots may have changed is recomputed at most
-once per ``coalesce_seconds`` (wall clock); each of its snapshots whose content
-changed is published to ``outcomes.indicators`` (compacted, key
+once per ``coalesce_seconds`` (``RWE_SNAPSHOT_INTERVAL``, wall clock); each of its
+snapshots whose content changed is published to ``outcomes.indicators`` (compacted, key
 ``indicator|scope|scope_id|window``, window ``all`` for cumulative) after
 disclosure control (:mod:`streams.disclosure`); COUNTRY and NETWORK snapshots go
 also to ``network.aggregates`` (federation shares aggregates only). *Content* is
@@ -234,5 +234,5 @@ def build(engine: Engine) -> AggregateStage:
         encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.INDICATORS)),
         network_encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.NETWORK)),
         dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
-        consumer_factory=engine.changelog_consumer,
+        consumer_factory=engine.changelog_consumer, coalesce_seconds=settings.snapshot_interval,
     )

@@ -74,6 +74,10 @@ class Settings:
                                   "(EHDEN: 100); 0 is off.", default=0)
     allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
                                        "e.g. 2d.", default=2 * 86400.0)
+    snapshot_interval: float = _setting(
+        "RWE_SNAPSHOT_INTERVAL", "Least time (s) between two computations of an indicator's snapshots: a "
+        "snapshot key is published at most this often, when it changed. 0.5 keeps p99 event-to-snapshot "
+        "latency under 1 s at half the peak load (benchmarks/RESULTS-pipeline.md).", default=1.0)
     hot_patients: int = _setting("RWE_HOT_PATIENTS", "Patients per partition the ascertain stage keeps "
                                  "unpacked between batches (more: less CPU, more memory).", default=1000)
     dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
@@ -154,7 +158,7 @@ class Settings:
                               f"{self.monitor_overdispersion!r}")
         if not 0 < self.feed_dlq_rate < 1:
             raise ConfigError(f"RWE_FEED_DLQ_RATE must lie in (0, 1), not {self.feed_dlq_rate}")
-        for name in ("monitor_warmup", "monitor_resolve_after", "feed_bucket", "feed_silence"):
+        for name in ("monitor_warmup", "monitor_resolve_after", "feed_bucket", "feed_silence", "snapshot_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_of(name)} must be positive, not {getattr(self, name)}")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:

@@ -35,11 +35,21 @@ def test_secrets_are_masked() -> None:
     ({"RWE_MODE": "staging"}, "RWE_MODE"),
     ({"RWE_PSEUDONYM_KEY": "short"}, "RWE_PSEUDONYM_KEY"),
     ({"RWE_TOPIC_PREFIX": "bad prefix!"}, "RWE_TOPIC_PREFIX"),
+    ({"RWE_SNAPSHOT_INTERVAL": "0"}, "RWE_SNAPSHOT_INTERVAL"),
 ])
 def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], names: str) -> None:
     with pytest.raises(ConfigError) as err:
         Settings.from_env(env)
     assert names in str(err.value) and "\n" not in str(err.value)
+
+
+def test_the_snapshot_interval_reaches_the_aggregate_stage() -> None:
+    from agents.aggregate import build
+    from streams.engine import Engine
+
+    settings = Settings.from_env({"RWE_MODE": DEV, "RWE_SNAPSHOT_INTERVAL": "0.5"})
+    assert build(Engine.create(settings)).coalesce_seconds == 0.5
+    assert Settings.from_env({}).snapshot_interval == 1.0
 
 
 def test_production_refuses_to_run_without_a_key() -> None:
