@@ -17,11 +17,15 @@ from pathlib import Path
 from setuptools import setup
 
 COMPILED = [
+    "agents/aggregate.py",
+    "agents/ascertain.py",
+    "agents/monitor.py",
+    "agents/normalise.py",
+    "streams/alerting.py",
     "streams/ascertain_changelog.py",
+    "streams/ascertainment.py",
     "streams/avro_codecs.py",  # generated: the engine's schemas' codecs
     "streams/avro_codegen.py",
-    "streams/alerting.py",
-    "streams/ascertainment.py",
     "streams/clinical.py",
     "streams/dedupe.py",
     "streams/disclosure.py",
@@ -34,10 +38,6 @@ COMPILED = [
     "streams/rolling.py",
     "streams/statistics.py",
     "streams/timeline.py",
-    "agents/aggregate.py",
-    "agents/ascertain.py",
-    "agents/monitor.py",
-    "agents/normalise.py",
 ]
 
 

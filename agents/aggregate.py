@@ -49,7 +49,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 STAGE = "aggregate"
-DELTA_SCHEMA = "rwe.internal.AggregateDelta"
+DELTA_SCHEMA = schemas.AGGREGATE_DELTA
 FEDERATED_SCOPES = frozenset({"COUNTRY", "NETWORK"})
 
 

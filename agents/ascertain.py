@@ -29,7 +29,7 @@ from streams.sites import Site
 
 log = logging.getLogger(__name__)
 STAGE = "ascertain"
-DELTA_SCHEMA = "rwe.internal.AscertainDelta"
+DELTA_SCHEMA = schemas.ASCERTAIN_DELTA
 
 
 class AscertainStage:

@@ -56,7 +56,7 @@ class NormaliseStage:
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
         horizon_us = int(settings.dedupe_horizon * 1_000_000)
         self.stores: PartitionedState[DedupeStore] = PartitionedState(
-            STAGE, settings.topic(topics.DEDUPE_CHANGELOG), "rwe.internal.DedupeDelta",
+            STAGE, settings.topic(topics.DEDUPE_CHANGELOG), schemas.DEDUPE_DELTA,
             lambda: DedupeStore(horizon_us), consumer_factory, metrics)
         self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
         # Feed health: per-site counts per event-time bucket, one record per site per batch.

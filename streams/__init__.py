@@ -10,7 +10,6 @@ from pathlib import Path
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
-
 def refuse_stale_compiled_modules(root: Path) -> None:
     """An editable install keeps the mypyc-compiled modules (setup.py) beside their sources,
     and Python imports the compiled one first: after an edit it would run the old code.

@@ -25,11 +25,13 @@ INDICATOR_SNAPSHOT = "rwe.outcomes.IndicatorSnapshot"
 ALERT = "rwe.outcomes.Alert"
 SITE_ACTIVITY = "rwe.internal.SiteActivity"
 MONITOR_DELTA = "rwe.internal.MonitorDelta"
+DEDUPE_DELTA = "rwe.internal.DedupeDelta"
+ASCERTAIN_DELTA = "rwe.internal.AscertainDelta"
+AGGREGATE_DELTA = "rwe.internal.AggregateDelta"
 # Encoded or decoded for every event: their codecs are generated into streams/avro_codecs.py
-# (compiled with the per-event path; ``python -m streams.avro_codegen`` regenerates it).
+# (compiled with the per-event path; ``streams.avro_codegen.main()`` regenerates it).
 PRECOMPILED = (CLINICAL_EVENT, NORMALISED_EVENT, OUTCOME_OBSERVATION, INDICATOR_SNAPSHOT, SITE_ACTIVITY,
-               MONITOR_DELTA, "rwe.internal.DedupeDelta", "rwe.internal.AscertainDelta",
-               "rwe.internal.AggregateDelta")
+               MONITOR_DELTA, DEDUPE_DELTA, ASCERTAIN_DELTA, AGGREGATE_DELTA)
 
 
 def schemas_dir() -> Path:
