@@ -118,6 +118,7 @@ class Prometheus:
     """A real Prometheus server scraping ``target`` every second, with the engine's rules."""
 
     def __init__(self, target: str, workdir: Path) -> None:
+        binary = _prometheus_binary()  # before anything is opened: a skip here must leak no file
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         config = workdir / "prometheus.yml"
@@ -128,7 +129,7 @@ class Prometheus:
         }))
         self.log = (workdir / "prometheus.log").open("w")
         self.process = subprocess.Popen(
-            [_prometheus_binary(), f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
+            [binary, f"--config.file={config}", f"--storage.tsdb.path={workdir / 'data'}",
              f"--web.listen-address=127.0.0.1:{self.port}", "--log.level=warn"],
             stdout=self.log, stderr=subprocess.STDOUT)
 
