@@ -1,67 +1,61 @@
-"""Compiles the modules on the per-event path with mypyc (everything else stays in pyproject.toml).
+"""Compiles the per-event path with mypyc when a wheel is built (everything else is in pyproject.toml).
 
 The worker is one Python thread, CPU-bound on these modules; compiled, a raw event costs
-~40 % less CPU (116.5 -> 69 us in-process, benchmarks/stage_cost.py). ``RWE_PURE_PYTHON=1``
-at install time skips the compilation (for debugging and profiling: compiled functions are
-opaque to py-spy and cProfile), as does a machine without a C compiler (with a warning). An
-editable install leaves the compiled modules beside their sources, so ``streams/__init__.py``
-refuses to import one whose source changed since the build (sha1s in streams/compiled.sha1).
+~40 % less CPU (116.5 -> 69 us in-process, benchmarks/stage_cost.py). Which modules are
+compiled is written in each of them: a first-lines comment ``# mypyc: compiled``
+(``grep -rl '^# mypyc: compiled' streams agents`` lists them).
+
+An editable install (``./run`` for tests and edits) is never compiled: an edit then takes
+effect at once, and py-spy and cProfile can see every function. A wheel (``pip install .``,
+``pip wheel .``; ``./run`` builds one for the demo and the benchmarks) is compiled, unless
+``RWE_PURE_PYTHON=1`` or the machine has no C compiler (with a warning). The wheel also
+carries the top-level ``schemas/`` folder as ``streams/wire/avsc/``.
 """
 
-import hashlib
 import os
 import shutil
 import sys
 from pathlib import Path
 
 from setuptools import setup
-
-COMPILED = [
-    "agents/aggregate.py",
-    "agents/ascertain.py",
-    "agents/monitor.py",
-    "agents/normalise.py",
-    "streams/alerting.py",
-    "streams/ascertain_changelog.py",
-    "streams/ascertainment.py",
-    "streams/avro_codecs.py",  # generated: the engine's schemas' codecs
-    "streams/avro_codegen.py",
-    "streams/clinical.py",
-    "streams/dedupe.py",
-    "streams/disclosure.py",
-    "streams/event_time_merge.py",
-    "streams/feed_health.py",
-    "streams/monitoring.py",
-    "streams/monitors.py",
-    "streams/outcomes.py",
-    "streams/pseudonym.py",
-    "streams/rolling.py",
-    "streams/statistics.py",
-    "streams/timeline.py",
-]
-
+from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
-MANIFEST = ROOT / "streams" / "compiled.sha1"  # what streams/__init__.py and ./run check
+MARKER = "# mypyc: compiled"
+
+
+def compiled_modules() -> list[str]:
+    """Modules that declare themselves compiled, as paths relative to the project root."""
+    sources = [*ROOT.glob("streams/**/*.py"), *ROOT.glob("agents/*.py")]
+    return sorted(str(p.relative_to(ROOT)) for p in sources
+                  if MARKER in p.read_text(encoding="utf-8").split('"""', 1)[0])
 
 
 def ext_modules() -> list:
-    compiler = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")
-    if not compiler and not os.environ.get("RWE_PURE_PYTHON"):
-        print("setup.py: no C compiler (cc or gcc) found: installing the engine interpreted, ~40 % slower "
-              "per event; install gcc, then `./run rebuild`", file=sys.stderr)
-    if os.environ.get("RWE_PURE_PYTHON") or not compiler:  # and no compiled module left from an earlier build
-        for stale in [*ROOT.glob("*__mypyc.*.so"), *ROOT.glob("streams/*.so"), *ROOT.glob("agents/*.so"), MANIFEST]:
-            stale.unlink(missing_ok=True)
+    # Only a wheel or an install compiles: metadata and editable builds run this file too.
+    building = {"bdist_wheel", "build_ext", "build", "install"} & set(sys.argv)
+    if not building or "editable_wheel" in sys.argv or os.environ.get("RWE_PURE_PYTHON"):
+        return []
+    if not (shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc")):
+        print("setup.py: no C compiler (cc or gcc) found: building the engine interpreted, ~40 % slower "
+              "per event; install gcc and build again", file=sys.stderr)
         return []
     from mypyc.build import mypycify
 
-    MANIFEST.write_text("".join(f"{hashlib.sha1((ROOT / p).read_bytes()).hexdigest()}  {p}\n"  # noqa: S324
-                                for p in COMPILED))
-
     # The build environment lacks the runtime dependencies (their types are Any there), so
     # an ignore needed against their stubs may be unused.
-    return mypycify(["--no-warn-unused-ignores", *COMPILED], opt_level="3")
+    return mypycify(["--no-warn-unused-ignores", *compiled_modules()], opt_level="3")
 
 
-setup(ext_modules=ext_modules())
+class BuildWithSchemas(build_py):
+    """Copies the Avro schemas into the package, where streams.wire.schemas finds them in a wheel."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "streams" / "wire" / "avsc"
+        target.mkdir(parents=True, exist_ok=True)
+        for schema in (ROOT / "schemas").glob("*.avsc"):
+            shutil.copyfile(schema, target / schema.name)
+
+
+setup(ext_modules=ext_modules(), cmdclass={"build_py": BuildWithSchemas})

@@ -1,12 +1,13 @@
+# mypyc: compiled (the per-event path: setup.py)
 """Aggregate stage: outcomes.observations -> outcomes.indicators (+ network.aggregates).
 
-One :class:`streams.rolling.RollingState` per input partition (observations are
+One :class:`streams.indicators.rolling.RollingState` per input partition (observations are
 partitioned by indicator, so each indicator's sites all meet here; the semantics of
-windows, upserts, retention and the clock are documented in :mod:`streams.rolling`).
+windows, upserts, retention and the clock are documented in :mod:`streams.indicators.rolling`).
 Per batch the stage decodes OutcomeObservation records itself (a bad record is a
 dead letter, never a crash) and upserts them; its state goes to a batched changelog
 (one record per partition per batch, a full snapshot when the deltas since the last
-one outweigh it: :mod:`streams.changelog`), written after the batch's outputs are
+one outweigh it: :mod:`streams.state.changelog`), written after the batch's outputs are
 durable and before the input offsets are committed. A replayed batch is absorbed by
 the upserts.
 
@@ -15,7 +16,7 @@ and idle poll): an indicator whose snapshots may have changed is recomputed at m
 once per ``coalesce_seconds`` (``RWE_SNAPSHOT_INTERVAL``, wall clock); each of its
 snapshots whose content changed is published to ``outcomes.indicators`` (compacted, key
 ``indicator|scope|scope_id|window``, window ``all`` for cumulative) after
-disclosure control (:mod:`streams.disclosure`); COUNTRY and NETWORK snapshots go
+disclosure control (:mod:`streams.indicators.disclosure`); COUNTRY and NETWORK snapshots go
 also to ``network.aggregates`` (federation shares aggregates only). *Content* is
 every field but ``as_of``: the clock moving alone does not republish a snapshot,
 so a snapshot's ``as_of`` is the clock when its values last changed and its values
@@ -38,14 +39,19 @@ from typing import Any
 from confluent_kafka import Consumer, Message, Producer
 from prometheus_client import CollectorRegistry, Counter
 
-from streams import rolling, schemas, topics, wire
-from streams.definitions import Catalogue, load_catalogue
-from streams.dlq import DeadLetterWriter, Rejection
-from streams.engine import Engine
-from streams.metrics import EngineMetrics
-from streams.partitioned_state import PartitionedState
-from streams.rolling import RollingState
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.indicators import rolling
+from streams.indicators.rolling import RollingState
+from streams.outcomes.record import EXCLUDED, STATUSES, SUPERSEDED, problem
+from streams.runtime import topics
+from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.metrics import EngineMetrics
+from streams.runtime.worker import Engine
 from streams.settings import Settings
+from streams.state.partitioned import PartitionedState
+from streams.vocabulary.dead_letters import Reason, Rejection
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 log = logging.getLogger(__name__)
 STAGE = "aggregate"
@@ -88,7 +94,7 @@ def _content(snapshot: dict[str, Any]) -> tuple[Any, ...]:
 
 
 class AggregateStage:
-    """Rolling indicators as a batch stage of :class:`streams.runner.StageRunner`."""
+    """Rolling indicators as a batch stage of :class:`streams.runtime.runner.StageRunner`."""
 
     name = STAGE
 
@@ -122,7 +128,7 @@ class AggregateStage:
         self._events_out = metrics.events_out.labels(STAGE)
         self._watermark = metrics.watermark.labels(STAGE)
         self._observed = {(i, s): self.own.observations.labels(i, s)
-                          for i in catalogue.indicators for s in (*rolling.STATUSES, "SUPERSEDED")}
+                          for i in catalogue.indicators for s in (*STATUSES, "SUPERSEDED")}
 
     # --- partition ownership -------------------------------------------------
     def input_topics(self) -> list[str]:
@@ -155,15 +161,15 @@ class AggregateStage:
             state = self.states.get(msg.partition() or 0)
             events += len(records)
             for record in records:
-                why = rolling.problem(record, catalogue)
+                why = problem(record, catalogue)
                 if why is not None:
                     original = value if single else self._reencoder.encode(record)
-                    self.dead_letters.send(producer, msg, Rejection("invalid_observation", why), original,
+                    self.dead_letters.send(producer, msg, Rejection(Reason.INVALID_OBSERVATION, why), original,
                                            record.get("site_id"))
                     continue
                 indicator = record["indicator"]
                 status = record["status"]
-                if status == rolling.EXCLUDED and record.get("exclusion") == rolling.SUPERSEDED:
+                if status == EXCLUDED and record.get("exclusion") == SUPERSEDED:
                     status = "SUPERSEDED"
                 self._observed[(indicator, status)].inc()
                 if state.upsert(record) == rolling.BEYOND_RETENTION:
@@ -225,7 +231,7 @@ class AggregateStage:
 
 def build(engine: Engine) -> AggregateStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
-    from streams.registry import decoder_for, encoder_for
+    from streams.wire.registry import decoder_for, encoder_for
 
     settings = engine.settings
     return AggregateStage(

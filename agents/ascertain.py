@@ -1,7 +1,8 @@
+# mypyc: compiled (the per-event path: setup.py)
 """Ascertain stage: events.normalised -> outcomes.observations.
 
 Per-patient timelines keyed by pseudonym, co-partitioned with the normalised stream
-(one :class:`streams.outcomes.OutcomeTracker` per input partition). Index events open
+(one :class:`streams.outcomes.tracker.OutcomeTracker` per input partition). Index events open
 observations, outcome events close them positive, the per-partition event-time
 watermark closes them negative. Observations are published OPEN, then FINAL or
 EXCLUDED, keyed ``indicator|site`` and partitioned by indicator so every site of an
@@ -16,16 +17,18 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
-from streams import schemas, topics, wire
-from streams.ascertainment import Observation
-from streams.definitions import Catalogue, load_catalogue
-from streams.engine import Engine
-from streams.metrics import EngineMetrics
-from streams.outcomes import APPLIED, DUPLICATE, LATE, OutcomeTracker, observation_record
-from streams.partitioned_state import PartitionedState
-from streams.partitioning import partition_for
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.catalogue.sites import Site
+from streams.outcomes.ascertainment import Observation
+from streams.outcomes.tracker import APPLIED, DUPLICATE, LATE, OutcomeTracker, observation_record
+from streams.runtime import topics
+from streams.runtime.metrics import EngineMetrics
+from streams.runtime.partitioning import partition_for
+from streams.runtime.worker import Engine
 from streams.settings import Settings
-from streams.sites import Site
+from streams.state.partitioned import PartitionedState
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 log = logging.getLogger(__name__)
 STAGE = "ascertain"
@@ -143,7 +146,7 @@ def output_partitions(settings: Settings, topic: str) -> int:
 
 
 def build(engine: Engine) -> AscertainStage:
-    from streams.registry import decoder_for, encoder_for
+    from streams.wire.registry import decoder_for, encoder_for
 
     settings = engine.settings
     out_topic = settings.topic(topics.OBSERVATIONS)

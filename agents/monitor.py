@@ -1,13 +1,14 @@
+# mypyc: compiled (the per-event path: setup.py)
 """Monitor stage: outcomes.observations + normalise.site-activity -> outcomes.alerts.
 
-One :class:`streams.monitoring.MonitorState` per input partition: observations are
+One :class:`streams.monitoring.partition_monitor.MonitorState` per input partition: observations are
 partitioned by indicator (every site of an indicator meets here) and site activity by
 site; with the same partition count, partition p of both topics is one store. Per
 batch the stage decodes the records itself (a bad record is a dead letter, never a
 crash), feeds FINAL observations to the charts (the rules are in
-:mod:`streams.monitoring`; feed health in :mod:`streams.feed_health`), recomputes
+:mod:`streams.monitoring.partition_monitor`; feed health in :mod:`streams.monitoring.feed_health`), recomputes
 the funnel of each indicator that changed once, and publishes the alert records the
-batch produced (:mod:`streams.alerting`) to ``outcomes.alerts`` (compacted, key
+batch produced (:mod:`streams.monitoring.alerting`) to ``outcomes.alerts`` (compacted, key
 alert_id) before the changelog is written, so a crash replays the batch into the
 same records under the same keys. The state goes to a batched changelog like the
 other stages (one record per partition per batch, a snapshot when the deltas since the
@@ -27,16 +28,22 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer
 
-from streams import rolling, schemas, topics, wire
-from streams.clock import now_us
-from streams.definitions import Catalogue, load_catalogue
-from streams.dlq import DeadLetterWriter, Rejection
-from streams.engine import Engine
-from streams.feed_health import FeedHealth
-from streams.metrics import EngineMetrics
-from streams.monitoring import MonitorConfig, MonitorReading, MonitorState
-from streams.partitioned_state import PartitionedState
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.clinical.clock import now_us
+from streams.indicators import rolling
+from streams.monitoring.feed_health import FeedHealth
+from streams.monitoring.partition_monitor import MonitorConfig, MonitorState
+from streams.monitoring.readings import MonitorReading
+from streams.outcomes.record import FINAL, OPEN, problem
+from streams.runtime import topics
+from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.metrics import EngineMetrics
+from streams.runtime.worker import Engine
 from streams.settings import Settings
+from streams.state.partitioned import PartitionedState
+from streams.vocabulary.dead_letters import Reason, Rejection
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 log = logging.getLogger(__name__)
 STAGE = "monitor"
@@ -50,7 +57,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
 
 
 class MonitorStage:
-    """Sequential monitors and the alert lifecycle as a batch stage of :class:`streams.runner.StageRunner`."""
+    """Sequential monitors and the alert lifecycle as a batch stage of :class:`streams.runtime.runner.StageRunner`."""
 
     name = STAGE
 
@@ -111,7 +118,7 @@ class MonitorStage:
                     events += len(records or ()) or 1
                     continue
                 value = msg.value()
-                if value is not None and self.decoder.peek(value, "status") == rolling.OPEN:
+                if value is not None and self.decoder.peek(value, "status") == OPEN:
                     events += 1  # half the records: nothing to chart until the observation is final
                     continue
                 records = self.dead_letters.decode(producer, msg, self.decoder)
@@ -120,16 +127,16 @@ class MonitorStage:
                     continue
                 events += len(records)
                 for record in records:
-                    why = rolling.problem(record, self.catalogue)
+                    why = problem(record, self.catalogue)
                     if why is not None:
-                        self.dead_letters.send(producer, msg, Rejection("invalid_observation", why), msg.value(),
+                        self.dead_letters.send(producer, msg, Rejection(Reason.INVALID_OBSERVATION, why), msg.value(),
                                                record.get("site_id"))
                         continue
                     status = record["status"]
-                    if status == rolling.OPEN:
+                    if status == OPEN:
                         continue
                     monitor = state.monitor(record["indicator"])
-                    if status == rolling.FINAL:
+                    if status == FINAL:
                         continuous = kinds[record["indicator"]].kind == "continuous"
                         monitor.observe(record["observation_id"], record["site_id"],
                                         record["closed_time"] or record["index_time"],
@@ -190,7 +197,7 @@ class MonitorStage:
 
 def build(engine: Engine) -> MonitorStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
-    from streams.registry import decoder_for, encoder_for
+    from streams.wire.registry import decoder_for, encoder_for
 
     settings = engine.settings
     return MonitorStage(

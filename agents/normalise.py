@@ -1,3 +1,4 @@
+# mypyc: compiled (the per-event path: setup.py)
 """Normalise stage: events.raw -> events.normalised (+ events.dlq).
 
 Per batch: decode every message itself (single records, Confluent-framed records
@@ -5,7 +6,7 @@ and Avro containers alike; a decode error is a dead letter, never an exception
 that ends the stage), validate and normalise each event, drop duplicates by
 (site, event id), and publish the normalised events keyed by patient pseudonym.
 Events are released in event-time order across the raw partitions
-(streams.event_time_merge), so a backlog read unevenly does not reach the
+(streams.state.event_time_merge), so a backlog read unevenly does not reach the
 per-patient partitions out of order. Dedupe state is per input partition, persisted
 through a batched changelog. So that resends are recognised, producers key raw
 records by site (or anything stable per event): a resend must land on the same raw
@@ -20,26 +21,29 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streams import schemas, topics, wire
-from streams.clinical import ClinicalNormaliser
-from streams.clock import now_us
-from streams.codes import CodeMap
-from streams.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
-from streams.dlq import DeadLetterWriter, Rejected, Rejection
-from streams.engine import Engine
-from streams.event_time_merge import EventTimeMerge
-from streams.feed_health import SiteActivityCounter
-from streams.metrics import EngineMetrics, observe_many
-from streams.partitioned_state import PartitionedState
-from streams.pseudonym import Pseudonymiser
+from streams.clinical.clock import now_us
+from streams.clinical.codes import CodeMap
+from streams.clinical.normaliser import ClinicalNormaliser
+from streams.clinical.pseudonym import Pseudonymiser
+from streams.monitoring.feed_health import SiteActivityCounter
+from streams.runtime import topics
+from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.metrics import EngineMetrics, observe_many
+from streams.runtime.worker import Engine
 from streams.settings import Settings
+from streams.state.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
+from streams.state.event_time_merge import EventTimeMerge
+from streams.state.partitioned import PartitionedState
+from streams.vocabulary.dead_letters import Reason, Rejected, Rejection
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 log = logging.getLogger(__name__)
 STAGE = "normalise"
 
 
 class NormaliseStage:
-    """The normaliser as a batch stage of :class:`streams.runner.StageRunner`."""
+    """The normaliser as a batch stage of :class:`streams.runtime.runner.StageRunner`."""
 
     name = STAGE
 
@@ -141,7 +145,7 @@ class NormaliseStage:
                 self._dead_letter_of(site)
                 original = msg.value() if single else self._reencoder.encode(record)
                 self.dead_letters.send(producer, msg, Rejection(
-                    "duplicate_conflict", "event id already accepted with different content; "
+                    Reason.DUPLICATE_CONFLICT, "event id already accepted with different content; "
                     "a correction needs a new event id"), original, site)
         for activity in self.activity.drain():
             produce(self.activity_topic, value=self._activity_encoder.encode(activity),
@@ -191,7 +195,7 @@ class NormaliseStage:
 
 def build(engine: Engine) -> NormaliseStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
-    from streams.registry import decoder_for, encoder_for
+    from streams.wire.registry import decoder_for, encoder_for
 
     settings = engine.settings
     normaliser = ClinicalNormaliser(engine.sites, CodeMap.load(), Pseudonymiser(engine.key),

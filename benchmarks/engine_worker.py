@@ -1,4 +1,4 @@
-"""The engine under test: streams.engine.Worker running the real NormaliseStage, in its own process.
+"""The engine under test: streams.runtime.worker.Worker running the real NormaliseStage, in its own process.
 
 Configured like ``rwe worker --stages normalise`` through RWE_* environment variables.
 The only addition is timing: the wall-clock time at which the stage is first handed a
@@ -21,7 +21,7 @@ if str(ROOT) not in sys.path:
 
 
 def main() -> int:
-    from streams.engine import Engine, Worker
+    from streams.runtime.worker import Engine, Worker
     from streams.settings import Settings
 
     settings = Settings.from_env(os.environ)

@@ -19,7 +19,8 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from streams import schemas, wire  # noqa: E402
+from streams.wire import formats as wire  # noqa: E402
+from streams.wire import schemas  # noqa: E402
 
 CONTAINER_EVENTS = 500
 EVENTS_PER_PATIENT_SITE = 16277 / 400  # measured: simulator events per unit of patients_per_site
@@ -96,12 +97,12 @@ def simulated(events: int, seed: int = 7) -> Feed:
 
 def _valid_of(records: list[dict[str, Any]]) -> int:
     """Distinct accepted (site, event id) among ``records``, by the engine's own rules."""
-    from streams.clinical import ClinicalNormaliser
-    from streams.clock import now_us
-    from streams.codes import CodeMap
-    from streams.dlq import Rejected
-    from streams.pseudonym import Pseudonymiser
-    from streams.sites import load_sites
+    from streams.catalogue.sites import load_sites
+    from streams.clinical.clock import now_us
+    from streams.clinical.codes import CodeMap
+    from streams.clinical.normaliser import ClinicalNormaliser
+    from streams.clinical.pseudonym import Pseudonymiser
+    from streams.vocabulary.dead_letters import Rejected
 
     normaliser = ClinicalNormaliser(load_sites(), CodeMap.load(), Pseudonymiser(b"k" * 40), 3600.0)
     seen: set[tuple[str, str]] = set()
@@ -117,7 +118,7 @@ def _valid_of(records: list[dict[str, Any]]) -> int:
 
 def fallback(events: int, seed: int = 7) -> Feed:
     """Varied events from the test sample: six sites, ~7 events per patient, 2 % resends."""
-    from streams.sites import load_sites
+    from streams.catalogue.sites import load_sites
 
     rng = random.Random(seed)
     sites = list(load_sites().values())

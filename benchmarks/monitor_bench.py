@@ -22,10 +22,11 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from agents.monitor import MonitorStage
-from streams import schemas, wire
-from streams.definitions import load_catalogue
-from streams.metrics import EngineMetrics
+from streams.catalogue.definitions import load_catalogue
+from streams.runtime.metrics import EngineMetrics
 from streams.settings import DEV, Settings
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 SITES = ("DE-CHA", "DE-LMU", "ES-HCB", "FI-HUS", "GB-UCL", "NL-AMC")
 T0 = 1_735_689_600_000_000

@@ -1,9 +1,9 @@
 """The naive baseline: a per-event Faust agent doing the normaliser's work.
 
-Per event: decode the Avro record (streams.wire.Decoder), validate and normalise it
-(streams.clinical.ClinicalNormaliser, default sites, CodeMap.load(), Pseudonymiser),
+Per event: decode the Avro record (streams.wire.formats.Decoder), validate and normalise it
+(streams.clinical.normaliser.ClinicalNormaliser, default sites, CodeMap.load(), Pseudonymiser),
 dedupe by (site, event id) through a Faust Table read and write, Avro-encode the
-NormalisedEvent (streams.wire.Encoder) and ``await out.send(...)`` keyed by patient
+NormalisedEvent (streams.wire.formats.Encoder) and ``await out.send(...)`` keyed by patient
 pseudonym; rejected records go to the dead-letter topic as the engine's DeadLetter.
 This is what a user writes first with Faust; it reads one event per Kafka message.
 
@@ -30,14 +30,17 @@ import faust
 import naive_common  # noqa: F401 - first: the import path and the fetch-wait patch
 from naive_common import PARTITIONS, PREFIX, STARTED_FILE
 
-from streams import schemas, topics, wire
-from streams.clinical import ClinicalNormaliser
-from streams.clock import now_us
-from streams.codes import CodeMap
-from streams.dedupe import content_digest
-from streams.dlq import Rejected, Rejection, dead_letter
-from streams.pseudonym import Pseudonymiser
-from streams.sites import load_sites
+from streams.catalogue.sites import load_sites
+from streams.clinical.clock import now_us
+from streams.clinical.codes import CodeMap
+from streams.clinical.normaliser import ClinicalNormaliser
+from streams.clinical.pseudonym import Pseudonymiser
+from streams.runtime import topics
+from streams.runtime.dead_letters import dead_letter
+from streams.state.dedupe import content_digest
+from streams.vocabulary.dead_letters import Rejected, Rejection
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 STAGE = "normalise"
 

@@ -4,26 +4,26 @@ The work is the engine's, done the way a user first writes it with Faust, one ev
 time, state in Faust Tables (one changelog record per table write), using the engine's
 pure modules so the per-event work is the same:
 
-1. ``normalise`` (events.raw): decode (streams.wire), validate and normalise
-   (streams.clinical.ClinicalNormaliser), dedupe by (site, event id) through a Table read
+1. ``normalise`` (events.raw): decode (streams.wire.formats), validate and normalise
+   (streams.clinical.normaliser.ClinicalNormaliser), dedupe by (site, event id) through a Table read
    and write, Avro-encode the NormalisedEvent, send it keyed by patient pseudonym; rejected
    records go to the dead-letter topic.
 2. ``ascertain`` (events.normalised): decode; an event no indicator can use
-   (streams.timeline.fact_from_event gives None) of an unknown patient is skipped, as the
+   (streams.outcomes.timeline.fact_from_event gives None) of an unknown patient is skipped, as the
    engine's tracker does. Otherwise read the patient's timeline from a Table keyed by
    pseudonym (JSON: demographics, facts, signatures of what was published), rebuild a
-   streams.timeline.PatientTimeline, add the fact, re-evaluate every catalogue indicator
-   the timeline can index with streams.ascertainment.ascertain at the event-time watermark
+   streams.outcomes.timeline.PatientTimeline, add the fact, re-evaluate every catalogue indicator
+   the timeline can index with streams.outcomes.ascertainment.ascertain at the event-time watermark
    (largest event time seen - allowed lateness; older events are late, counted, not
    applied), write the timeline back, and send each observation whose record changed
-   (streams.outcomes.signature) as an OutcomeObservation keyed ``indicator|site``.
+   (streams.outcomes.tracker.signature) as an OutcomeObservation keyed ``indicator|site``.
    Unlike the engine, it has no event-time timers: an observation closes negative only when
    its own patient has another event (less work than the engine does, so this flatters it).
 3. ``aggregate`` (outcomes.observations): decode; read the observation's previous
    contribution (Table keyed by observation id) and the counts of ``indicator|site`` (Table),
-   move the counts (streams.rolling.Obs contributions: denominator, numerator, pending,
+   move the counts (streams.indicators.rolling.Obs contributions: denominator, numerator, pending,
    excluded, exact sums), write both, recompute the cumulative estimates
-   (proportion, Wilson interval, mean, SD: streams.rolling / streams.statistics) with
+   (proportion, Wilson interval, mean, SD: streams.indicators.rolling / streams.indicators.statistics) with
    primary small-cell suppression, and send the IndicatorSnapshot of that site.
 
 Run as ``python benchmarks/naive_faust_pipeline.py worker -l warn`` with BENCH_* variables
@@ -47,18 +47,23 @@ import faust
 import naive_common  # noqa: F401 - first: the import path and the fetch-wait patch
 from naive_common import PARTITIONS, PREFIX, STARTED_FILE
 
-from streams import disclosure, rolling, schemas, topics, wire
-from streams.ascertainment import ascertain
-from streams.clinical import ClinicalNormaliser
-from streams.clock import now_us
-from streams.codes import CodeMap
-from streams.dedupe import content_digest
-from streams.definitions import load_catalogue
-from streams.dlq import Rejected, Rejection, dead_letter
-from streams.outcomes import observation_record, signature
-from streams.pseudonym import Pseudonymiser
-from streams.sites import load_sites
-from streams.timeline import Fact, PatientTimeline, fact_from_event
+from streams.catalogue.definitions import load_catalogue
+from streams.catalogue.sites import load_sites
+from streams.clinical.clock import now_us
+from streams.clinical.codes import CodeMap
+from streams.clinical.normaliser import ClinicalNormaliser
+from streams.clinical.pseudonym import Pseudonymiser
+from streams.indicators import disclosure, rolling
+from streams.outcomes.ascertainment import ascertain
+from streams.outcomes.record import EXCLUDED, SUPERSEDED, problem
+from streams.outcomes.timeline import Fact, PatientTimeline, fact_from_event
+from streams.outcomes.tracker import observation_record, signature
+from streams.runtime import topics
+from streams.runtime.dead_letters import dead_letter
+from streams.state.dedupe import content_digest
+from streams.vocabulary.dead_letters import Rejected, Rejection
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 PROGRESS_FILE = os.environ.get("BENCH_PROGRESS_FILE")
 EXPECT = int(os.environ.get("BENCH_EXPECT", "0"))
@@ -246,12 +251,12 @@ async def aggregate(stream: Any) -> None:
         except wire.DecodeError:
             _note_progress()
             continue
-        if rolling.problem(record, CATALOGUE) is not None:
+        if problem(record, CATALOGUE) is not None:
             _note_progress()
             continue
         ind = CATALOGUE.indicators[record["indicator"]]
         continuous = ind.kind == "continuous"
-        superseded = record["status"] == rolling.EXCLUDED and record.get("exclusion") == rolling.SUPERSEDED
+        superseded = record["status"] == EXCLUDED and record.get("exclusion") == SUPERSEDED
         new = [0] * 8 if superseded else list(rolling.Obs(
             record["indicator"], record["site_id"], record["region"], record["country"], record["index_time"],
             record["status"], record.get("outcome"), record.get("value"), record.get("expected"), continuous).contrib)

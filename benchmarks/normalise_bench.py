@@ -40,11 +40,11 @@ import feed as feeds  # noqa: E402
 import numpy as np  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
-from streams import topics  # noqa: E402
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.runner import producer_config  # noqa: E402
+from streams.embedded.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.runtime import topics  # noqa: E402
+from streams.runtime.runner import producer_config  # noqa: E402
+from streams.runtime.topics import create_topics  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
-from streams.topics import create_topics  # noqa: E402
 
 KEY = "bench-pseudonymisation-key-" + "x" * 20
 PARTITIONS = 2
@@ -417,12 +417,12 @@ _valid_cache: dict[int, list[dict[str, Any]]] = {}
 def _valid_records(feed: feeds.Feed, limit: int = 20_000) -> list[dict[str, Any]]:
     """Records of the feed the normaliser accepts (latency is measured on events that come out)."""
     if id(feed) not in _valid_cache:
-        from streams.clinical import ClinicalNormaliser
-        from streams.clock import now_us
-        from streams.codes import CodeMap
-        from streams.dlq import Rejected
-        from streams.pseudonym import Pseudonymiser
-        from streams.sites import load_sites
+        from streams.catalogue.sites import load_sites
+        from streams.clinical.clock import now_us
+        from streams.clinical.codes import CodeMap
+        from streams.clinical.normaliser import ClinicalNormaliser
+        from streams.clinical.pseudonym import Pseudonymiser
+        from streams.vocabulary.dead_letters import Rejected
 
         normaliser = ClinicalNormaliser(load_sites(), CodeMap.load(), Pseudonymiser(KEY.encode()), 3600.0)
         now = now_us()
@@ -441,7 +441,8 @@ class _Events:
     """Valid events with fresh ids ``{tag}-{i}``, single-object encoded: (event id, key, value)."""
 
     def __init__(self, records: list[dict[str, Any]], tag: str) -> None:
-        from streams import schemas, wire
+        from streams.wire import formats as wire
+        from streams.wire import schemas
 
         self.records, self.tag = records, tag
         self.encode = wire.Encoder(schemas.CLINICAL_EVENT).encode

@@ -50,10 +50,12 @@ import normalise_bench as nb  # noqa: E402
 import numpy as np  # noqa: E402
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition  # noqa: E402
 
-from streams import schemas, topics, wire  # noqa: E402
-from streams.broker import free_port  # noqa: E402
-from streams.runner import producer_config  # noqa: E402
+from streams.embedded.broker import free_port  # noqa: E402
+from streams.runtime import topics  # noqa: E402
+from streams.runtime.runner import producer_config  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
+from streams.wire import formats as wire  # noqa: E402
+from streams.wire import schemas  # noqa: E402
 
 log = nb.log
 DAY_US = 86_400_000_000

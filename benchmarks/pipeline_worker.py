@@ -1,4 +1,4 @@
-"""The engine under test for the whole pipeline: one streams.engine.Worker process running
+"""The engine under test for the whole pipeline: one streams.runtime.worker.Worker process running
 normalise + ascertain + aggregate, configured by RWE_* like ``rwe worker``.
 
 Additions, all outside the engine's code:
@@ -42,7 +42,7 @@ def _write(path: str | None, data: Any) -> None:
 
 
 def main() -> int:
-    from streams.engine import Engine, Worker
+    from streams.runtime.worker import Engine, Worker
     from streams.settings import Settings
 
     settings = Settings.from_env(os.environ)
@@ -136,7 +136,7 @@ def _state(worker: Any, path: str | None) -> None:
     """Size of the ascertain stage's state as it stands (after the run)."""
     if not path:
         return
-    from streams import wire
+    from streams.wire import formats as wire
 
     stage = next((r.stage for r in worker.runners if r.stage.name == "ascertain"), None)
     if stage is None:

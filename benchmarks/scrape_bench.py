@@ -32,12 +32,12 @@ if str(ROOT) not in sys.path:
 
 from confluent_kafka import Producer  # noqa: E402
 
-from streams.broker import EmbeddedBroker, free_port  # noqa: E402
-from streams.engine import STAGES, Engine, Worker  # noqa: E402
-from streams.runner import producer_config  # noqa: E402
+from streams.embedded.broker import EmbeddedBroker, free_port  # noqa: E402
+from streams.runtime.runner import producer_config  # noqa: E402
+from streams.runtime.topics import RAW, create_topics  # noqa: E402
+from streams.runtime.worker import STAGES, Engine, Worker  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
 from streams.simulator import SimulationConfig, generate, publish  # noqa: E402
-from streams.topics import RAW, create_topics  # noqa: E402
 
 
 class FullCollections:

@@ -36,8 +36,10 @@ for path in (ROOT, ROOT / "benchmarks"):
 
 import feed as feeds  # noqa: E402
 
-from streams import schemas, topics, wire  # noqa: E402
-from streams.partitioning import partition_for  # noqa: E402
+from streams.runtime import topics  # noqa: E402
+from streams.runtime.partitioning import partition_for  # noqa: E402
+from streams.wire import formats as wire  # noqa: E402
+from streams.wire import schemas  # noqa: E402
 
 
 class Message:
@@ -109,7 +111,7 @@ class CollectorClock:
 def run(stage: Any, batches: list[list[Message]], profile: bool) -> tuple[RecordingProducer, float]:
     """Every batch through process, tick and checkpoint, as a worker round does (survivors
     frozen after each, as the worker does); CPU seconds."""
-    from streams.engine import SurvivorFreezer
+    from streams.runtime.worker import SurvivorFreezer
 
     survivors = SurvivorFreezer()
     producer = RecordingProducer()
@@ -152,11 +154,11 @@ def main() -> int:
     from agents.aggregate import AggregateStage
     from agents.ascertain import AscertainStage
     from agents.normalise import NormaliseStage
-    from streams.clinical import ClinicalNormaliser
-    from streams.codes import CodeMap
-    from streams.definitions import load_catalogue
-    from streams.engine import Engine
-    from streams.pseudonym import Pseudonymiser
+    from streams.catalogue.definitions import load_catalogue
+    from streams.clinical.codes import CodeMap
+    from streams.clinical.normaliser import ClinicalNormaliser
+    from streams.clinical.pseudonym import Pseudonymiser
+    from streams.runtime.worker import Engine
     from streams.settings import Settings
 
     settings = Settings.from_env(os.environ)

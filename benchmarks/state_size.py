@@ -3,11 +3,11 @@
     python benchmarks/state_size.py --patients-per-site N [--days 730] [--start 2024-01-01] [--seed 7]
 
 The feed the pipeline benchmark uses (streams.simulator, same configuration) is normalised
-in-process (streams.clinical.ClinicalNormaliser, exact resends dropped by (site, event id)),
+in-process (streams.clinical.normaliser.ClinicalNormaliser, exact resends dropped by (site, event id)),
 Avro-encoded as NormalisedEvents and written to a temporary file with each event's partition
 (two partitions, by patient pseudonym, the engine's partitioner). Then, in two fresh
 processes (so the preparation's freed memory is not reused by what is measured), two
-streams.outcomes.OutcomeTracker (one per partition, as the ascertain stage keeps them) take
+streams.outcomes.tracker.OutcomeTracker (one per partition, as the ascertain stage keeps them) take
 the events in arrival order, in batches of 2,000 sorted by event time (as the normalise stage
 publishes a batch), decoding each event inside the measurement as the stage does, then
 ``collect()`` and ``take_delta()`` per batch. After the last batch: patients held, facts,
@@ -19,7 +19,7 @@ published observations, and
 * ``rss``: the process's RSS growth over the same run (without tracemalloc), per patient
   (includes allocator slack);
 * the changelog snapshot: ``OutcomeTracker.snapshot()`` encoded with
-  ``streams.wire.Encoder("rwe.internal.AscertainDelta")``, bytes per patient.
+  ``streams.wire.formats.Encoder("rwe.internal.AscertainDelta")``, bytes per patient.
 
 Prints one JSON object.
 """
@@ -51,15 +51,16 @@ HEADER = struct.Struct("<bqi")  # partition, event time (UTC us), length of the 
 
 
 def prepare(path: Path, patients_per_site: int, days: int, start: str, seed: int) -> int:
-    from streams import schemas, wire
-    from streams.clinical import ClinicalNormaliser
-    from streams.clock import now_us
-    from streams.codes import CodeMap
-    from streams.dlq import Rejected
-    from streams.partitioning import partition_for
-    from streams.pseudonym import Pseudonymiser
+    from streams.catalogue.sites import load_sites
+    from streams.clinical.clock import now_us
+    from streams.clinical.codes import CodeMap
+    from streams.clinical.normaliser import ClinicalNormaliser
+    from streams.clinical.pseudonym import Pseudonymiser
+    from streams.runtime.partitioning import partition_for
     from streams.simulator import SimulationConfig, records
-    from streams.sites import load_sites
+    from streams.vocabulary.dead_letters import Rejected
+    from streams.wire import formats as wire
+    from streams.wire import schemas
 
     config = SimulationConfig(seed=seed, patients_per_site=patients_per_site,
                               start=datetime.fromisoformat(start).replace(tzinfo=UTC), days=days)
@@ -90,10 +91,11 @@ def prepare(path: Path, patients_per_site: int, days: int, start: str, seed: int
 def measure(path: Path, mode: str) -> dict[str, Any]:
     import psutil
 
-    from streams import schemas, wire
-    from streams.definitions import load_catalogue
-    from streams.outcomes import OutcomeTracker
+    from streams.catalogue.definitions import load_catalogue
+    from streams.outcomes.tracker import OutcomeTracker
     from streams.settings import Settings
+    from streams.wire import formats as wire
+    from streams.wire import schemas
 
     blob = path.read_bytes()
     index = array.array("q")  # partition, event time, offset, length per event

@@ -42,7 +42,7 @@ def settings_factory() -> Callable[..., Settings]:
 @pytest.fixture(scope="session")
 def broker() -> Iterator[str]:
     """A real Tansu broker on a free loopback port for the whole test session."""
-    from streams.broker import EmbeddedBroker
+    from streams.embedded.broker import EmbeddedBroker
 
     with EmbeddedBroker() as b:
         yield b.bootstrap

@@ -6,7 +6,7 @@ from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from types import ModuleType
 
-from streams.sites import Site, load_sites
+from streams.catalogue.sites import Site, load_sites
 
 from . import cardiovascular, dementia, hematologic, prostate
 from .habits import SiteProfile, profile

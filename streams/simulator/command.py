@@ -8,9 +8,9 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from streams.catalogue.sites import load_sites
 from streams.errors import ConfigError
 from streams.settings import Settings
-from streams.sites import load_sites
 
 from .feed import generate, write_container_file
 from .model import AREAS, DUPLICATE, MALFORMED, VALID, Shift, SimulationConfig, validate

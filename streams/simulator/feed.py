@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from streams import avro_writer as fastencode
-from streams import schemas
+from streams.wire import schemas
+from streams.wire import writer as fastencode
 
 from .cohort import simulate
 from .faults import Item, arrange

@@ -13,12 +13,11 @@ import zoneinfo
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from streams.sites import Site
+from streams.catalogue.sites import Site
+from streams.vocabulary.time import DAY_US, HOUR_US
 
 from .model import OUTCOMES
 
-HOUR_US = 3_600_000_000
-DAY_US = 24 * HOUR_US
 _MIXED = 1 << 62  # marks a day with an offset change
 
 #: Spellings of each code system seen in real feeds (names, HL7 v2 codes, FHIR URIs).

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from streams.catalogue.sites import Site
 from streams.errors import ConfigError
-from streams.sites import Site
 
 AREAS = ("cardiovascular", "prostate_cancer", "hematologic", "dementia")
 

@@ -7,9 +7,10 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from streams import schemas, wire
-from streams.avro_writer import zigzag
 from streams.errors import BrokerUnavailable
+from streams.wire import formats as wire
+from streams.wire import schemas
+from streams.wire.writer import zigzag
 
 from .model import MALFORMED, SimMessage
 

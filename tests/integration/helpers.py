@@ -9,11 +9,11 @@ from typing import Any
 
 from confluent_kafka import Consumer
 
-from streams import wire
-from streams.changelog import read_partition
-from streams.engine import Engine, Worker
-from streams.runner import consumer_config
+from streams.runtime.runner import consumer_config
+from streams.runtime.worker import Engine, Worker
 from streams.settings import Settings
+from streams.state.changelog import read_partition
+from streams.wire import formats as wire
 
 
 def read_topic(settings: Settings, topic: str) -> list[tuple[bytes | None, bytes, int]]:

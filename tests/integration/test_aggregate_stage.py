@@ -13,14 +13,17 @@ from confluent_kafka import Producer
 from helpers import read_topic, running_stage, stage_events_in, wait_for
 
 from agents.aggregate import AggregateStage
-from streams import schemas, topics, wire
-from streams.definitions import load_catalogue
-from streams.engine import Engine
-from streams.partitioning import partition_for
-from streams.rolling import DAY_US, RollingState
-from streams.runner import producer_config
+from streams.catalogue.definitions import load_catalogue
+from streams.indicators.rolling import RollingState
+from streams.runtime import topics
+from streams.runtime.partitioning import partition_for
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import Engine
 from streams.settings import Settings
-from streams.topics import create_topics
+from streams.vocabulary.time import DAY_US
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 

@@ -14,12 +14,14 @@ import numpy as np
 import pytest
 from confluent_kafka import Producer
 
-from streams import schemas, topics, wire
-from streams.definitions import load_catalogue
-from streams.partitioning import partition_for
-from streams.runner import producer_config
+from streams.catalogue.definitions import load_catalogue
+from streams.runtime import topics
+from streams.runtime.partitioning import partition_for
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 
@@ -63,7 +65,7 @@ def publish(settings: Settings, records: list[dict[str, Any]]) -> None:
 def calibrate(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("RWE_")}
     env.update(RWE_BROKER=settings.broker, RWE_TOPIC_PREFIX=settings.topic_prefix)
-    return subprocess.run([sys.executable, "-m", "streams.cli", "calibrate", "--topic", topics.OBSERVATIONS,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", "calibrate", "--topic", topics.OBSERVATIONS,
                            "--indicator", IND, *args], capture_output=True, text=True, env=env, timeout=180,
                           check=False)
 

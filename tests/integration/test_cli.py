@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from streams.runtime.topics import create_topics
 from streams.settings import Settings
-from streams.topics import create_topics
 
 SUBCOMMANDS = ["demo", "broker", "topics", "worker", "simulate", "publish", "dlq", "registry", "catalogue",
                "evaluate", "calibrate", "config", "alerts"]
@@ -22,7 +22,7 @@ SUBCOMMANDS = ["demo", "broker", "topics", "worker", "simulate", "publish", "dlq
 def rwe(*args: str, env: dict[str, str] | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("RWE_")}
     full_env.update(env or {})
-    return subprocess.run([sys.executable, "-m", "streams.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "streams.cli.main", *args], capture_output=True, text=True,
                           env=full_env, timeout=timeout, check=False)
 
 
@@ -95,7 +95,7 @@ def test_simulate_publish_and_inspect_dead_letters(broker_settings: Callable[...
     assert evaluated.returncode == 0, evaluated.stderr
     rejected = json.loads(evaluated.stdout)["rejected"]
     assert sum(rejected.values()) > 0
-    worker = subprocess.Popen([sys.executable, "-m", "streams.cli", "worker", "--stages", "normalise"],
+    worker = subprocess.Popen([sys.executable, "-m", "streams.cli.main", "worker", "--stages", "normalise"],
                               env={**os.environ, **env}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     expected = f"{sum(rejected.values())} dead letters on"
     try:
@@ -120,7 +120,7 @@ def test_simulate_publish_and_inspect_dead_letters(broker_settings: Callable[...
 
 
 def test_the_embedded_broker_dies_with_its_parent() -> None:
-    code = ("from streams.broker import EmbeddedBroker; b = EmbeddedBroker().start(); "
+    code = ("from streams.embedded.broker import EmbeddedBroker; b = EmbeddedBroker().start(); "
             "print(b._process.pid, flush=True); import time; time.sleep(60)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert parent.stdout is not None

@@ -12,8 +12,8 @@ from confluent_kafka import Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 from helpers import wait_for
 
-from streams.metrics import EngineMetrics
-from streams.runner import StageRunner, producer_config, run_round
+from streams.runtime.metrics import EngineMetrics
+from streams.runtime.runner import StageRunner, producer_config, run_round
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

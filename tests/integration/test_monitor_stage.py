@@ -15,18 +15,21 @@ from confluent_kafka import Producer
 from helpers import decode_all, running_stage, stage_events_in, wait_for
 
 from agents.monitor import MonitorStage, monitor_config
-from streams import schemas, topics, wire
-from streams.definitions import load_catalogue
-from streams.engine import Engine
-from streams.feed_health import FeedHealth
-from streams.monitoring import MonitorState
-from streams.open_alerts import latest as latest_alerts
-from streams.open_alerts import open_alerts, render
-from streams.partitioning import partition_for
-from streams.rolling import DAY_US, follow_up_us
-from streams.runner import producer_config
+from streams.catalogue.definitions import load_catalogue
+from streams.cli.alerts import latest as latest_alerts
+from streams.cli.alerts import open_alerts, render
+from streams.indicators.rolling import follow_up_us
+from streams.monitoring.feed_health import FeedHealth
+from streams.monitoring.partition_monitor import MonitorState
+from streams.runtime import topics
+from streams.runtime.partitioning import partition_for
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import Engine
 from streams.settings import Settings
-from streams.topics import create_topics
+from streams.vocabulary.time import DAY_US
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 

@@ -11,12 +11,14 @@ import pytest
 from conftest import clinical_event
 from helpers import decode_all, read_topic, wait_for
 
-from streams import schemas, topics, wire
-from streams.dlq import replay
-from streams.engine import Engine, Worker
-from streams.producer import send_all
+from streams.cli.dlq import replay
+from streams.runtime import topics
+from streams.runtime.producer import send_all
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import Engine, Worker
 from streams.settings import Settings
-from streams.topics import create_topics
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 
@@ -114,7 +116,7 @@ def test_dedupe_state_survives_a_restart(broker_settings: Callable[..., Settings
 
 
 def test_dead_letters_replay_after_a_fix(broker_settings: Callable[..., Settings], tmp_path: Any) -> None:
-    from streams.sites import DEFAULT_SITES_FILE
+    from streams.catalogue.sites import DEFAULT_SITES_FILE
 
     settings = broker_settings()
     create_topics(settings)

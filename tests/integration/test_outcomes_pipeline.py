@@ -13,19 +13,21 @@ from confluent_kafka import Producer
 from conftest import TEST_KEY, clinical_event
 from helpers import read_topic, wait_for
 
-from streams import schemas, topics, wire
-from streams.engine import Engine, Worker
-from streams.evaluate import evaluate
-from streams.indicator_report import snapshots_for
-from streams.partitioning import partition_for
-from streams.pseudonym import Pseudonymiser
-from streams.rolling import window_key
-from streams.runner import producer_config
+from streams.batch.evaluate import evaluate
+from streams.batch.snapshots import snapshots_for
+from streams.clinical.pseudonym import Pseudonymiser
+from streams.indicators.rolling import window_key
+from streams.outcomes.timeline import DAY_US
+from streams.runtime import topics
+from streams.runtime.partitioning import partition_for
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import Engine, Worker
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, records
-from streams.timeline import DAY_US
-from streams.topics import create_topics
-from streams.wire import encode_container
+from streams.wire import formats as wire
+from streams.wire import schemas
+from streams.wire.formats import encode_container
 
 pytestmark = pytest.mark.integration
 START = datetime(2022, 1, 1, tzinfo=UTC)

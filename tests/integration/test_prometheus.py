@@ -23,13 +23,15 @@ from deploy_queries import dashboard_queries, metric_names, rule_queries
 from helpers import read_topic, wait_for
 from prometheus_client.parser import text_string_to_metric_families
 
-from streams import schemas, topics, wire
-from streams.broker import free_port
-from streams.engine import STAGES, Engine, Worker
-from streams.runner import producer_config
+from streams.embedded.broker import free_port
+from streams.runtime import topics
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import STAGES, Engine, Worker
 from streams.settings import DEV, Settings
 from streams.simulator import Manifest, SimulationConfig, generate, publish
-from streams.topics import create_topics
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 

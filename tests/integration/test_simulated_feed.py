@@ -10,12 +10,14 @@ import pytest
 from confluent_kafka import Producer
 from helpers import read_topic, wait_for
 
-from streams import schemas, topics, wire
-from streams.engine import Engine, Worker
-from streams.runner import producer_config
+from streams.runtime import topics
+from streams.runtime.runner import producer_config
+from streams.runtime.topics import create_topics
+from streams.runtime.worker import Engine, Worker
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, generate, publish
-from streams.topics import create_topics
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 pytestmark = pytest.mark.integration
 

@@ -10,8 +10,8 @@ from typing import Any
 import fastavro
 import pytest
 
-from streams import schemas, wire
-from streams.ascertain_changelog import (
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.outcomes.packing import (
     StringReader,
     StringTable,
     pack_facts,
@@ -20,9 +20,10 @@ from streams.ascertain_changelog import (
     unpack_facts,
     unpack_published,
 )
-from streams.definitions import Catalogue, load_catalogue
-from streams.outcomes import OutcomeTracker
-from streams.timeline import DAY_US, Fact, PatientTimeline, Published
+from streams.outcomes.timeline import DAY_US, Fact, PatientTimeline, Published
+from streams.outcomes.tracker import OutcomeTracker
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 T0 = int(datetime(2025, 3, 1, tzinfo=UTC).timestamp() * 1_000_000)
 SCHEMA = "rwe.internal.AscertainDelta"

@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 
 import pytest
 
-from streams.ascertainment import EXCLUDED, FINAL, OPEN, Observation, ascertain
-from streams.definitions import Catalogue, load_catalogue
-from streams.timeline import DAY_US, Fact, PatientTimeline, Published, frozen_demographics, frozen_sizes
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.outcomes.ascertainment import EXCLUDED, FINAL, OPEN, Observation, ascertain
+from streams.outcomes.timeline import DAY_US, Fact, PatientTimeline, Published, frozen_demographics, frozen_sizes
 
 T0 = int(datetime(2025, 3, 1, 8, 0, tzinfo=UTC).timestamp() * 1_000_000)
 HOUR = 3_600_000_000
@@ -283,7 +283,7 @@ def event(event_id: str, kind: str, t: int, patient: str = "p1", **extra: object
 
 
 def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -> None:
-    from streams.outcomes import OutcomeTracker
+    from streams.outcomes.tracker import OutcomeTracker
 
     tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
     tracker.add(event("a", "ADMISSION", T0, admission_type="EMERGENCY"))
@@ -305,7 +305,7 @@ def _advance(tracker: object, t: int) -> list[Observation]:
 
 
 def test_an_open_horizon_closes_negative_in_the_first_batch_that_reaches_it(catalogue: Catalogue) -> None:
-    from streams.outcomes import OutcomeTracker
+    from streams.outcomes.tracker import OutcomeTracker
 
     tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
     tracker.add(event("a", "ADMISSION", T0, admission_type="EMERGENCY"))
@@ -318,7 +318,7 @@ def test_an_open_horizon_closes_negative_in_the_first_batch_that_reaches_it(cata
 
 
 def test_a_patient_waiting_for_a_horizon_is_not_evaluated_before_it(catalogue: Catalogue) -> None:
-    from streams.outcomes import OutcomeTracker
+    from streams.outcomes.tracker import OutcomeTracker
 
     tracker = OutcomeTracker(catalogue, lateness_us=2 * DAY_US)
     evaluated: list[float] = []  # days from the diagnosis to each evaluation of the only patient kept

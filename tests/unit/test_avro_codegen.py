@@ -1,5 +1,5 @@
 """The compiled Avro codecs write exactly fastavro's bytes and read exactly what it reads,
-for random records of every schema: both the precompiled ones (streams/avro_codecs.py) and
+for random records of every schema: both the precompiled ones (streams/wire/codecs.py) and
 those generated at run time for any other schema."""
 
 from __future__ import annotations
@@ -14,7 +14,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import avro_codecs, avro_codegen, avro_writer, schemas
+from streams.wire import codecs as avro_codecs
+from streams.wire import codegen as avro_codegen
+from streams.wire import primitives, schemas
+from streams.wire import writer as avro_writer
 
 SCHEMAS = sorted({*schemas.PRECOMPILED, schemas.DEAD_LETTER, schemas.ALERT})
 LONGS = st.integers(-(2**63), 2**63 - 1)
@@ -93,9 +96,9 @@ def test_compiled_decoder_reads_what_fastavro_reads(name: str, precompiled: bool
 
 
 def test_the_precompiled_codecs_are_generated_from_the_current_schemas() -> None:
-    module = Path(schemas.__file__).with_name("avro_codecs.py")
+    module = Path(schemas.__file__).with_name("codecs.py")
     expected = avro_codegen.module_source({name: schemas.raw_schema(name) for name in schemas.PRECOMPILED})
-    assert module.read_text() == expected, "a schema changed: run python -m streams.avro_codegen"
+    assert module.read_text() == expected, "a schema changed: run python -m streams.wire.codegen"
     for name in schemas.PRECOMPILED:
         codecs = avro_codecs.CODECS[avro_codegen.schema_key(schemas.raw_schema(name))]
         assert avro_codegen.compile_encoder(schemas.raw_schema(name)) is codecs["encode"]
@@ -104,8 +107,8 @@ def test_the_precompiled_codecs_are_generated_from_the_current_schemas() -> None
 
 @pytest.mark.parametrize("value", [0, 1, -1, 63, -64, 8191, 2**31, -(2**40), 2**63 - 1, -(2**63)])
 def test_long_round_trip(value: int) -> None:
-    data = avro_codegen.zigzag(value) + b"rest"
-    assert avro_codegen.read_long(data, 0) == (value, len(data) - 4)
+    data = primitives.zigzag(value) + b"rest"
+    assert primitives.read_long(data, 0) == (value, len(data) - 4)
 
 
 def test_compiled_decoder_rejects_truncated_and_overlong_data() -> None:
@@ -116,7 +119,7 @@ def test_compiled_decoder_rejects_truncated_and_overlong_data() -> None:
         with pytest.raises((ValueError, IndexError)):
             decode(good[:cut], 0)
     with pytest.raises(ValueError, match="run past the end"):
-        decode(avro_codegen.zigzag(1000) + b"abc", 0)  # a string longer than the data
+        decode(primitives.zigzag(1000) + b"abc", 0)  # a string longer than the data
 
 
 def test_a_record_given_as_a_tuple_of_its_fields_encodes_as_the_dict_does() -> None:

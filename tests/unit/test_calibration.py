@@ -12,10 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from streams.calibration import FitError, assess, c_statistic, fit, fit_logistic, midranks, toml_snippet
-from streams.calibration_command import final_observations
-from streams.definitions import Indicator, load_catalogue
-from streams.risk import LOGIT, RiskModel, parse_model
+from streams.catalogue.definitions import Indicator, load_catalogue
+from streams.catalogue.risk import LOGIT, RiskModel, parse_model
+from streams.cli.calibrate import final_observations
+from streams.monitoring.calibration import FitError, assess, c_statistic, fit, fit_logistic, midranks, toml_snippet
 
 CATALOGUE = load_catalogue()
 REFERENCE = Path(__file__).resolve().parents[1] / "reference"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.changelog import ChangelogWriter
+from streams.state.changelog import ChangelogWriter
 
 
 class RecordingProducer:

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from conftest import clinical_event
 
-from streams.clinical import ClinicalNormaliser
-from streams.codes import CodeMap
-from streams.dlq import Rejected
-from streams.pseudonym import Pseudonymiser
-from streams.sites import load_sites
+from streams.catalogue.sites import load_sites
+from streams.clinical.codes import CodeMap
+from streams.clinical.normaliser import ClinicalNormaliser
+from streams.clinical.pseudonym import Pseudonymiser
+from streams.vocabulary.dead_letters import Rejected
 
 INGEST = int(datetime(2026, 1, 1, tzinfo=UTC).timestamp() * 1e6)
 HOUR = 3_600_000_000

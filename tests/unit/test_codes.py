@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams import codes
-from streams.codes import CANONICAL_SYSTEMS, CodeMap, CodeMapping
+from streams.clinical import codes
+from streams.clinical.codes import CANONICAL_SYSTEMS, CodeMap, CodeMapping
 from streams.errors import ConfigError
 
 CODE_MAP = CodeMap.load()

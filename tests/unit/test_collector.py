@@ -8,9 +8,9 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 
-from streams.collector import OutcomeCollector
-from streams.definitions import load_catalogue
-from streams.monitoring import MonitorReading
+from streams.catalogue.definitions import load_catalogue
+from streams.monitoring.readings import MonitorReading
+from streams.runtime.collector import OutcomeCollector
 
 CATALOGUE = load_catalogue()
 SITES = ("S1", "S2")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from streams.control_limits import RiskMix, cusum_arl, cusum_limit, ewma_arl, ewma_width, normal_cusum_arl
-from streams.monitors import run_lengths
+from streams.monitoring.charts import run_lengths
+from streams.monitoring.control_limits import RiskMix, cusum_arl, cusum_limit, ewma_arl, ewma_width, normal_cusum_arl
 
 # Rscript tests/reference/arl.R (spc 0.6.7), output pasted:
 XCUSUM = [  # k, h, mu, xcusum.arl

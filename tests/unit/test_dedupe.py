@@ -2,8 +2,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams import wire
-from streams.dedupe import CONFLICT, DAY_US, DUPLICATE, NEW, DedupeStore
+from streams.state.dedupe import CONFLICT, DAY_US, DUPLICATE, NEW, DedupeStore
+from streams.wire import formats as wire
 
 DELTA = "rwe.internal.DedupeDelta"
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from streams.disclosure import Cell, complementary, disclose, is_small, plan, primary_suppressed, round_up
+from streams.indicators.disclosure import Cell, complementary, disclose, is_small, plan, primary_suppressed, round_up
 
 K = 5
 NET = ("NETWORK", "network")

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import math
 
-from streams.event_time_merge import EventTimeMerge
+from streams.state.event_time_merge import EventTimeMerge
 
 
 def test_a_caught_up_partition_holds_nothing_back() -> None:

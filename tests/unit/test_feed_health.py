@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from streams.alerting import AlertBook
-from streams.feed_health import FeedHealth, SiteActivityCounter
-from streams.monitors import ears
+from streams.monitoring.alerting import AlertBook
+from streams.monitoring.charts import ears
+from streams.monitoring.feed_health import FeedHealth, SiteActivityCounter
 
 HOUR = 3_600_000_000
 T0 = 1_735_689_600_000_000

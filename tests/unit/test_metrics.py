@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 
-from streams.metrics import observe_many
+from streams.runtime.metrics import observe_many
 
 
 def test_observe_many_exposes_what_one_observe_per_amount_does() -> None:

@@ -9,12 +9,12 @@ from typing import Any
 
 import pytest
 
-from streams import wire
-from streams.alerting import AlertBook
-from streams.feed_health import FeedHealth
-from streams.monitoring import FUNNEL_WINDOW_US, IndicatorMonitor, MonitorConfig, MonitorState
-from streams.monitors import Z95, Z998
-from streams.schemas import MONITOR_DELTA
+from streams.monitoring.alerting import AlertBook
+from streams.monitoring.charts import Z95, Z998
+from streams.monitoring.feed_health import FeedHealth
+from streams.monitoring.partition_monitor import FUNNEL_WINDOW_US, IndicatorMonitor, MonitorConfig, MonitorState
+from streams.wire import formats as wire
+from streams.wire.schemas import MONITOR_DELTA
 
 T0 = 1_735_689_600_000_000  # 2025-01-01T00:00Z
 HOUR = 3_600_000_000
@@ -235,7 +235,7 @@ def test_changelog_round_trip_restores_every_reading_and_alert() -> None:
 
 
 def test_alert_evidence_is_disclosure_controlled_and_an_alert_opened_in_a_batch_publishes_as_open() -> None:
-    from streams.alerting import Evidence
+    from streams.monitoring.alerting import Evidence
 
     book = AlertBook(min_cell_count=5, rounding=10)
     key = (PROP, "A", "cusum_up")
@@ -279,7 +279,7 @@ def test_a_cusum_towards_worse_outcomes_is_critical_and_towards_better_informati
 
 
 def test_the_catalogue_says_which_way_each_indicator_improves() -> None:
-    from streams.definitions import load_catalogue
+    from streams.catalogue.definitions import load_catalogue
 
     higher = {i.id for i in load_catalogue().indicators.values() if i.better == "higher"}
     assert higher == {"aml_complete_remission", "pca_epic26_incontinence_12m"}

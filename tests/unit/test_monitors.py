@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from streams.monitors import Ewma, RiskAdjustedCusum, Vlad, cusum_weight, funnel_limits
+from streams.monitoring.charts import Ewma, RiskAdjustedCusum, Vlad, cusum_weight, funnel_limits
 
 
 def test_cusum_weights_by_hand() -> None:
@@ -78,7 +78,7 @@ EARS_R = {
 
 @pytest.mark.parametrize("method", ["C1", "C2", "C3"])
 def test_ears_matches_surveillance_earsC(method: str) -> None:
-    from streams.monitors import ears
+    from streams.monitoring.charts import ears
 
     result = ears(EARS_COUNTS, method)
     bounds, alarms = EARS_R[method]

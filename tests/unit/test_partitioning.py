@@ -1,6 +1,6 @@
 import pytest
 
-from streams.partitioning import murmur2, partition_for
+from streams.runtime.partitioning import murmur2, partition_for
 
 
 @pytest.mark.parametrize(("text", "expected"), [

@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.clock import LocalTimeConverter, UnknownTimeZone
-from streams.pseudonym import Pseudonymiser
+from streams.clinical.clock import LocalTimeConverter, UnknownTimeZone
+from streams.clinical.pseudonym import Pseudonymiser
 
 KEY = b"k" * 40
 

@@ -25,9 +25,12 @@ from hypothesis import given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from streams import schemas, wire
+from streams.embedded.registry import RegistryServer, compatibility_problems
 from streams.errors import BrokerUnavailable, ConfigError
-from streams.registry import (
+from streams.settings import Settings
+from streams.wire import formats as wire
+from streams.wire import schemas
+from streams.wire.registry import (
     Registry,
     RegistryUnavailable,
     SchemaIncompatible,
@@ -37,8 +40,6 @@ from streams.registry import (
     schema_text,
     subject_for,
 )
-from streams.registry_server import RegistryServer, compatibility_problems
-from streams.settings import Settings
 
 CE = schemas.CLINICAL_EVENT
 V1_PATH = schemas.schemas_dir() / "history" / f"{CE}.v1.avsc"
@@ -530,7 +531,7 @@ def test_compatible_means_fastavro_reads_it(reader: dict[str, Any], writer: dict
 
 
 def test_a_registry_outage_stops_decoding_instead_of_dead_lettering() -> None:
-    from streams import wire
+    from streams.wire import formats as wire
 
     srv = RegistryServer()
     with srv, Registry(srv.url) as registry:

@@ -8,12 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from streams.ascertainment import EXCLUDED, FINAL, OPEN, Observation
-from streams.definitions import DEFAULT_DIR, load_catalogue
+from streams.catalogue.definitions import DEFAULT_DIR, load_catalogue
+from streams.catalogue.risk import IDENTITY, LOGIT, RiskModel, expected_for
+from streams.catalogue.sites import load_sites
 from streams.errors import ConfigError
-from streams.outcomes import observation_record
-from streams.risk import IDENTITY, LOGIT, RiskModel, expected_for
-from streams.sites import load_sites
+from streams.outcomes.ascertainment import EXCLUDED, FINAL, OPEN, Observation
+from streams.outcomes.tracker import observation_record
 
 CATALOGUE = load_catalogue()
 

@@ -12,20 +12,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import wire
-from streams.definitions import Catalogue, load_catalogue
-from streams.rolling import (
+from streams.catalogue.definitions import Catalogue, load_catalogue
+from streams.indicators.rolling import (
     BEYOND_RETENTION,
     CHANGED,
-    DAY_US,
     UNCHANGED,
     WINDOWS,
     RollingState,
     follow_up_us,
-    problem,
     snapshot_key,
 )
-from streams.statistics import exact_total, mean, median, sample_sd, to_float, wilson_interval
+from streams.indicators.statistics import exact_total, mean, median, sample_sd, to_float, wilson_interval
+from streams.outcomes.record import problem
+from streams.vocabulary.time import DAY_US
+from streams.wire import formats as wire
 
 CATALOGUE: Catalogue = load_catalogue()
 PROP = "hf_mortality_30d"        # proportion, 30 d follow-up
@@ -400,8 +400,9 @@ class RecordingProducer:
 
 def test_the_stage_publishes_changed_snapshots_at_most_once_per_coalesce_period(settings_factory: Any) -> None:
     from agents.aggregate import AggregateStage
-    from streams import schemas, topics
-    from streams.metrics import EngineMetrics
+    from streams.runtime import topics
+    from streams.runtime.metrics import EngineMetrics
+    from streams.wire import schemas
 
     now = [100.0]
     settings = settings_factory(min_cell_count=1)
@@ -448,7 +449,7 @@ def series_operations(draw: st.DrawFn) -> list[tuple[str, int, int]]:
 def test_a_series_window_equals_a_pass_over_its_members(ops: list[tuple[str, int, int]]) -> None:
     from operator import add
 
-    from streams.rolling import EMPTY, Obs, Series
+    from streams.indicators.rolling import EMPTY, Obs, Series
 
     hour = DAY_US // 24
     series, live, evicted_before = Series(), {}, 0

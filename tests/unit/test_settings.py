@@ -45,7 +45,7 @@ def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], names: str
 
 def test_the_snapshot_interval_reaches_the_aggregate_stage() -> None:
     from agents.aggregate import build
-    from streams.engine import Engine
+    from streams.runtime.worker import Engine
 
     settings = Settings.from_env({"RWE_MODE": DEV, "RWE_SNAPSHOT_INTERVAL": "0.5"})
     assert build(Engine.create(settings)).coalesce_seconds == 0.5

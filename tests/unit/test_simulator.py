@@ -14,8 +14,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import avro_writer as fastencode
-from streams import schemas, wire
+from streams.catalogue.sites import load_sites
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.simulator import (
@@ -29,7 +28,9 @@ from streams.simulator import (
 )
 from streams.simulator.cohort import simulate
 from streams.simulator.publish import _packed
-from streams.sites import load_sites
+from streams.wire import formats as wire
+from streams.wire import schemas
+from streams.wire import writer as fastencode
 
 DAY_US = 86_400_000_000
 SMALL = SimulationConfig(patients_per_site=120, days=365, duplicate_rate=0.03, late_rate=0.03,

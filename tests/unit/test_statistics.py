@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.statistics import (
+from streams.indicators.statistics import (
     Z95,
     exact,
     exact_total,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gc
 import weakref
 
-from streams.engine import SurvivorFreezer
+from streams.runtime.worker import SurvivorFreezer
 
 
 class Node:

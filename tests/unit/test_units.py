@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from streams.codes import CodeMap
-from streams.units import REASONS, LabDefinition, ValueRejected, normalise_unit, to_canonical
+from streams.clinical.codes import CodeMap
+from streams.clinical.units import REASONS, LabDefinition, ValueRejected, normalise_unit, to_canonical
 
 LABS = CodeMap.load().labs
 

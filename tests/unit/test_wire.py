@@ -12,7 +12,8 @@ from conftest import clinical_event
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams import schemas, wire
+from streams.wire import formats as wire
+from streams.wire import schemas
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,1 @@
+"""``rwe``: the command line, one module per command."""

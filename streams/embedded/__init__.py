@@ -1,0 +1,1 @@
+"""The embedded default for one machine: Tansu broker, bundled schema registry, demo."""

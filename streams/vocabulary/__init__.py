@@ -1,0 +1,1 @@
+"""Names every part of the engine shares: time units, dead-letter reasons, indicator scopes."""
