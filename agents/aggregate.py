@@ -50,13 +50,13 @@ from streams.runtime.worker import Engine
 from streams.settings import Settings
 from streams.state.partitioned import PartitionedState
 from streams.vocabulary.dead_letters import Reason, Rejection
+from streams.vocabulary.scopes import FEDERATED
 from streams.wire import formats as wire
 from streams.wire import schemas
 
 log = logging.getLogger(__name__)
 STAGE = "aggregate"
 DELTA_SCHEMA = schemas.AGGREGATE_DELTA
-FEDERATED_SCOPES = frozenset({"COUNTRY", "NETWORK"})
 
 
 class AggregateMetrics:
@@ -214,7 +214,7 @@ class AggregateStage:
         kb = key.encode()
         producer.produce(self.out_topic, value=self.encoder.encode(snapshot), key=kb)
         n = 1
-        if snapshot["scope"] in FEDERATED_SCOPES:
+        if snapshot["scope"] in FEDERATED:
             producer.produce(self.network_topic, value=self.network_encoder.encode(snapshot), key=kb)
             n += 1
         self.own.snapshots.labels(snapshot["scope"], "true" if snapshot["suppressed"] else "false").inc()

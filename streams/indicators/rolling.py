@@ -60,12 +60,12 @@ from streams.catalogue.definitions import Catalogue, Indicator
 from streams.indicators import disclosure
 from streams.indicators.statistics import exact, mean_of_sum, median, proportion, sd_of_sums, to_float, wilson_interval
 from streams.outcomes.record import EXCLUDED, FINAL, OPEN, SUPERSEDED
+from streams.vocabulary.scopes import COUNTRY, NETWORK, NETWORK_ID, REGION, SITE
 from streams.vocabulary.time import DAY_US
 
 WINDOWS: tuple[int | None, ...] = (30, 90, 365, None)
 RETENTION_DAYS = 365
 RETRACTED = "RETRACTED"  # changelog only: the observation was superseded
-NETWORK_ID = "network"
 CHUNK = 5_000  # observations per changelog record: ~0.5 MB, under the broker's 1 MB default
 
 # upsert results
@@ -480,7 +480,7 @@ class RollingState:
                 tally, vals = self._series[(indicator_id, s)].window(lo, end, want_values)
                 region = geo[s][0]
                 country = region_country[region]
-                chain = [("SITE", s), ("REGION", region), ("COUNTRY", country), ("NETWORK", NETWORK_ID)]
+                chain = [(SITE, s), (REGION, region), (COUNTRY, country), (NETWORK, NETWORK_ID)]
                 for child, parent in zip(chain, [*chain[1:], None], strict=True):
                     if child not in tallies:
                         tallies[child] = list(EMPTY)

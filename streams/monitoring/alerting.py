@@ -28,6 +28,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from streams.indicators import disclosure
+from streams.vocabulary.scopes import SITE
 
 SEVERITY_LEVEL = {"INFO": 0, "WARNING": 1, "CRITICAL": 2}
 SEVERITY = {"cusum_up": "CRITICAL", "cusum_down": "INFO", "ewma": "WARNING", "funnel": "WARNING",
@@ -74,7 +75,7 @@ class AlertBook:
         alert = self.open.get(key)
         if alert is None:
             alert = {"alert_id": f"{method}:{indicator}:{site}:{at}", "status": "OPEN", "indicator": indicator,
-                     "scope": "SITE", "scope_id": site, "method": method, "severity": severity or SEVERITY[method],
+                     "scope": SITE, "scope_id": site, "method": method, "severity": severity or SEVERITY[method],
                      "signals": 1, "first_seen": at}
             self.open[key] = alert
             self._raw[key] = evidence

@@ -81,10 +81,11 @@ from streams.monitoring.charts import Z95, Z998
 from streams.monitoring.control_limits import COARSE_CELLS, CUSUM_CELLS, RiskMix, cusum_limit, ewma_width
 from streams.monitoring.feed_health import FeedHealth
 from streams.monitoring.readings import MonitorReading
+from streams.vocabulary.scopes import NETWORK_ID
 from streams.vocabulary.time import DAY_US
 
 FUNNEL_WINDOW_US = 365 * DAY_US
-NETWORK = "network"
+NETWORK = NETWORK_ID  # the network-wide chart of an indicator
 CHUNK = 5_000  # observations per changelog record
 P_FLOOR = 1e-4
 OWN_MIX_DISTANCE = 0.2  # total variation between a site's and the network's risk histograms

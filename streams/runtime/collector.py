@@ -25,8 +25,8 @@ from streams.catalogue.definitions import Catalogue
 from streams.indicators.rolling import WINDOWS
 from streams.indicators.statistics import Z95
 from streams.monitoring.readings import MonitorReading
+from streams.vocabulary import scopes
 
-NETWORK = "network"
 WINDOW_LABELS: dict[int | None, str] = {w: "all" if w is None else f"{w}d" for w in WINDOWS}
 OUTCOME_METHODS = frozenset({"cusum_up", "cusum_down", "vlad", "ewma", "funnel"})
 FEED_METHODS = frozenset({"ears_c1", "ears_c2", "ears_c3", "feed_silence", "dlq_rate"})
@@ -58,7 +58,7 @@ class OutcomeCollector(Collector):
         self.catalogue = catalogue
         self.indicators = frozenset(catalogue.indicators)
         self.configured_sites = frozenset(sites)
-        self.sites = self.configured_sites | {NETWORK}
+        self.sites = self.configured_sites | {scopes.NETWORK_ID}
         self.prefix = prefix
         self._snapshot_sources: list[SnapshotSource] = []
         self._monitor_sources: list[MonitorSource] = []
@@ -184,8 +184,8 @@ class OutcomeCollector(Collector):
         return method in OUTCOME_METHODS and indicator in self.indicators
 
     def _site(self, scope: str, scope_id: str) -> str | None:
-        if scope == "NETWORK":
-            return NETWORK
-        if scope == "SITE" and scope_id in self.configured_sites:
+        if scope == scopes.NETWORK:
+            return scopes.NETWORK_ID
+        if scope == scopes.SITE and scope_id in self.configured_sites:
             return str(scope_id)
         return None
