@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer, TopicPartition
 from prometheus_client import CollectorRegistry, Counter
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
@@ -46,8 +46,9 @@ from streams.outcomes.record import EXCLUDED, STATUSES, SUPERSEDED, problem
 from streams.runtime import topics
 from streams.runtime.dead_letters import DeadLetterWriter
 from streams.runtime.metrics import EngineMetrics
-from streams.runtime.worker import Engine
+from streams.runtime.stage import StageContext
 from streams.settings import Settings
+from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
 from streams.vocabulary.dead_letters import Reason, Rejection
 from streams.vocabulary.scopes import FEDERATED
@@ -100,7 +101,7 @@ class AggregateStage:
 
     def __init__(self, settings: Settings, catalogue: Catalogue, metrics: EngineMetrics, decoder: wire.Decoder,
                  encoder: wire.Encoder, network_encoder: wire.Encoder, dlq_encoder: wire.Encoder,
-                 consumer_factory: Callable[[], Consumer], coalesce_seconds: float = 1.0,
+                 changelog: ChangelogSource, coalesce_seconds: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self.catalogue = catalogue
@@ -116,7 +117,7 @@ class AggregateStage:
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
         self.states: PartitionedState[RollingState] = PartitionedState(
             STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA, lambda: RollingState(catalogue),
-            consumer_factory, metrics)
+            changelog, metrics)
         self._reencoder = wire.Encoder(schemas.OUTCOME_OBSERVATION)
         self._computed_at: dict[tuple[int, str], float] = {}
         self._published: dict[str, tuple[Any, ...]] = {}   # key -> content last published
@@ -131,6 +132,18 @@ class AggregateStage:
                           for i in catalogue.indicators for s in (*STATUSES, "SUPERSEDED")}
 
     # --- partition ownership -------------------------------------------------
+    # --- the stage contract's ordering hooks: not used by this stage ----------
+    orders_input = False
+
+    def set_busy_partitions(self, busy: set[int]) -> None:
+        pass
+
+    def partitions_ahead(self) -> set[int]:
+        return set()
+
+    def commit_offsets(self) -> list[TopicPartition] | None:
+        return None
+
     def input_topics(self) -> list[str]:
         return [self.in_topic]
 
@@ -229,16 +242,17 @@ class AggregateStage:
                     if indicator is None or s["indicator"] == indicator}
 
 
-def build(engine: Engine) -> AggregateStage:
+def build(context: StageContext) -> AggregateStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
     from streams.wire.registry import decoder_for, encoder_for
 
-    settings = engine.settings
+    settings = context.settings
     return AggregateStage(
-        settings, load_catalogue(), engine.metrics,
+        settings, load_catalogue(), context.metrics,
         decoder=decoder_for(settings, schemas.OUTCOME_OBSERVATION),
         encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.INDICATORS)),
         network_encoder=encoder_for(settings, schemas.INDICATOR_SNAPSHOT, settings.topic(topics.NETWORK)),
         dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
-        consumer_factory=engine.changelog_consumer, coalesce_seconds=settings.snapshot_interval,
+        changelog=context.changelog, coalesce_seconds=settings.snapshot_interval,
+        clock=context.monotonic,
     )

@@ -12,10 +12,9 @@ indicator meets in one aggregate partition. State goes to a batched changelog.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer, TopicPartition
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
 from streams.catalogue.sites import Site
@@ -24,8 +23,9 @@ from streams.outcomes.tracker import APPLIED, DUPLICATE, LATE, OutcomeTracker, o
 from streams.runtime import topics
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.partitioning import partition_for
-from streams.runtime.worker import Engine
+from streams.runtime.stage import StageContext
 from streams.settings import Settings
+from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
 from streams.wire import formats as wire
 from streams.wire import schemas
@@ -40,7 +40,7 @@ class AscertainStage:
 
     def __init__(self, settings: Settings, catalogue: Catalogue, sites: dict[str, Site], metrics: EngineMetrics,
                  decoder: wire.Decoder, encoder: wire.Encoder, output_partitions: int,
-                 consumer_factory: Callable[[], Consumer]) -> None:
+                 changelog: ChangelogSource) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self.sites = sites
@@ -53,7 +53,7 @@ class AscertainStage:
         lateness_us = int(settings.allowed_lateness * 1_000_000)
         self.trackers: PartitionedState[OutcomeTracker] = PartitionedState(
             STAGE, settings.topic(topics.ASCERTAIN_CHANGELOG), DELTA_SCHEMA,
-            lambda: OutcomeTracker(catalogue, lateness_us, settings.hot_patients), consumer_factory, metrics)
+            lambda: OutcomeTracker(catalogue, lateness_us, settings.hot_patients), changelog, metrics)
         m = metrics
         self._events_in = m.events_in.labels(STAGE)
         self._events_out = m.events_out.labels(STAGE)
@@ -62,6 +62,18 @@ class AscertainStage:
         self._watermark = m.watermark.labels(STAGE)
         self._partition_of: dict[str, int] = {}
         self._observed: dict[tuple[str, str], Any] = {}
+
+    # --- the stage contract's ordering hooks: not used by this stage ----------
+    orders_input = False
+
+    def set_busy_partitions(self, busy: set[int]) -> None:
+        pass
+
+    def partitions_ahead(self) -> set[int]:
+        return set()
+
+    def commit_offsets(self) -> list[TopicPartition] | None:
+        return None
 
     def input_topics(self) -> list[str]:
         return [self.in_topic]
@@ -135,25 +147,16 @@ class AscertainStage:
             self._watermark.set(max(t.watermark for _p, t in self.trackers) / 1e6)
         return self.trackers.checkpoint(producer)
 
-def output_partitions(settings: Settings, topic: str) -> int:
-    from confluent_kafka.admin import AdminClient
 
-    metadata = AdminClient(settings.kafka_config()).list_topics(topic, timeout=10)
-    found = metadata.topics.get(topic)
-    if found is None or found.error is not None or not found.partitions:
-        return settings.partitions
-    return len(found.partitions)
-
-
-def build(engine: Engine) -> AscertainStage:
+def build(context: StageContext) -> AscertainStage:
     from streams.wire.registry import decoder_for, encoder_for
 
-    settings = engine.settings
+    settings = context.settings
     out_topic = settings.topic(topics.OBSERVATIONS)
     return AscertainStage(
-        settings, load_catalogue(), engine.sites, engine.metrics,
+        settings, load_catalogue(), context.sites, context.metrics,
         decoder=decoder_for(settings, schemas.NORMALISED_EVENT),
         encoder=encoder_for(settings, schemas.OUTCOME_OBSERVATION, out_topic),
-        output_partitions=output_partitions(settings, out_topic),
-        consumer_factory=engine.changelog_consumer,
+        output_partitions=context.partitions_of(out_topic),
+        changelog=context.changelog,
     )

@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer
+from confluent_kafka import Message, Producer, TopicPartition
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
 from streams.clinical.clock import now_us
@@ -38,8 +38,9 @@ from streams.outcomes.record import FINAL, OPEN, problem
 from streams.runtime import topics
 from streams.runtime.dead_letters import DeadLetterWriter
 from streams.runtime.metrics import EngineMetrics
-from streams.runtime.worker import Engine
+from streams.runtime.stage import StageContext
 from streams.settings import Settings
+from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
 from streams.vocabulary.dead_letters import Reason, Rejection
 from streams.wire import formats as wire
@@ -63,7 +64,7 @@ class MonitorStage:
 
     def __init__(self, settings: Settings, catalogue: Catalogue, metrics: EngineMetrics, decoder: wire.Decoder,
                  activity_decoder: wire.Decoder, encoder: wire.Encoder, dlq_encoder: wire.Encoder,
-                 consumer_factory: Callable[[], Consumer], clock: Callable[[], int] = now_us) -> None:
+                 changelog: ChangelogSource, clock: Callable[[], int] = now_us) -> None:
         self.settings = settings
         self.catalogue = catalogue
         self.metrics = metrics
@@ -81,13 +82,25 @@ class MonitorStage:
             STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,
             lambda: MonitorState(kinds, self.config, FeedHealth(settings.feed_silence, settings.feed_dlq_rate),
                                  {i.id: i.better for i in catalogue.indicators.values()}),
-            consumer_factory, metrics)
+            changelog, metrics)
         self._lock = threading.Lock()
         self._republish: list[dict[str, Any]] = []
         self._events_in = metrics.events_in.labels(STAGE)
         self._events_out = metrics.events_out.labels(STAGE)
 
     # --- partition ownership -------------------------------------------------
+    # --- the stage contract's ordering hooks: not used by this stage ----------
+    orders_input = False
+
+    def set_busy_partitions(self, busy: set[int]) -> None:
+        pass
+
+    def partitions_ahead(self) -> set[int]:
+        return set()
+
+    def commit_offsets(self) -> list[TopicPartition] | None:
+        return None
+
     def input_topics(self) -> list[str]:
         return [self.in_topic, self.activity_topic]
 
@@ -195,16 +208,16 @@ class MonitorStage:
         return sorted(alerts, key=lambda a: -a["rank"])
 
 
-def build(engine: Engine) -> MonitorStage:
+def build(context: StageContext) -> MonitorStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
     from streams.wire.registry import decoder_for, encoder_for
 
-    settings = engine.settings
+    settings = context.settings
     return MonitorStage(
-        settings, load_catalogue(), engine.metrics,
+        settings, load_catalogue(), context.metrics,
         decoder=decoder_for(settings, schemas.OUTCOME_OBSERVATION),
         activity_decoder=wire.Decoder(schemas.SITE_ACTIVITY),
         encoder=encoder_for(settings, schemas.ALERT, settings.topic(topics.ALERTS)),
         dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
-        consumer_factory=engine.changelog_consumer,
+        changelog=context.changelog, clock=context.wall_us,
     )

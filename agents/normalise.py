@@ -19,7 +19,7 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Consumer, Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer, TopicPartition
 
 from streams.clinical.clock import now_us
 from streams.clinical.codes import CodeMap
@@ -29,8 +29,9 @@ from streams.monitoring.feed_health import SiteActivityCounter
 from streams.runtime import topics
 from streams.runtime.dead_letters import DeadLetterWriter
 from streams.runtime.metrics import EngineMetrics, observe_many
-from streams.runtime.worker import Engine
+from streams.runtime.stage import StageContext
 from streams.settings import Settings
+from streams.state.changelog import ChangelogSource
 from streams.state.dedupe import CONFLICT, DUPLICATE, NEW, DedupeStore, content_digest
 from streams.state.event_time_merge import EventTimeMerge
 from streams.state.partitioned import PartitionedState
@@ -49,7 +50,7 @@ class NormaliseStage:
 
     def __init__(self, settings: Settings, normaliser: ClinicalNormaliser, metrics: EngineMetrics,
                  decoder: wire.Decoder, encoder: wire.Encoder, dlq_encoder: wire.Encoder,
-                 consumer_factory: Callable[[], Consumer]) -> None:
+                 changelog: ChangelogSource, wall_us: Callable[[], int] = now_us) -> None:
         self.settings = settings
         self.normaliser = normaliser
         self.metrics = metrics
@@ -61,7 +62,7 @@ class NormaliseStage:
         horizon_us = int(settings.dedupe_horizon * 1_000_000)
         self.stores: PartitionedState[DedupeStore] = PartitionedState(
             STAGE, settings.topic(topics.DEDUPE_CHANGELOG), schemas.DEDUPE_DELTA,
-            lambda: DedupeStore(horizon_us), consumer_factory, metrics)
+            lambda: DedupeStore(horizon_us), changelog, metrics)
         self._reencoder = wire.Encoder(schemas.CLINICAL_EVENT)
         # Feed health: per-site counts per event-time bucket, one record per site per batch.
         self.activity = SiteActivityCounter(settings.feed_bucket)
@@ -75,7 +76,8 @@ class NormaliseStage:
         self._children: dict[tuple[str, str], tuple[Any, Any]] = {}
         # Events wait here until no busy raw partition can still deliver older ones.
         self.merge: EventTimeMerge[tuple[dict[str, Any], dict[str, Any], Message, bool]] = EventTimeMerge()
-        self.busy_partitions: set[int] = set()  # set by the runner before every batch
+        self.busy_partitions: set[int] = set()  # from the runner before every batch
+        self.wall_us = wall_us
         self.max_held = 200_000
         self._held = m.held_events.labels(STAGE)
 
@@ -92,7 +94,7 @@ class NormaliseStage:
 
     # --- the batch -----------------------------------------------------------
     def process(self, messages: list[Message], producer: Producer) -> int:
-        ingest = now_us()
+        ingest = self.wall_us()
         events = 0
         normalise = self.normaliser.normalise
         merge = self.merge
@@ -158,7 +160,13 @@ class NormaliseStage:
         if site in self.metrics.sites:  # configured sites only: the feed-health checks are per site
             self.activity.dead_letter(site)
 
-    def commit_offsets(self) -> list[TopicPartition]:
+    # --- the stage contract's ordering hooks ---------------------------------
+    orders_input = True
+
+    def set_busy_partitions(self, busy: set[int]) -> None:
+        self.busy_partitions = busy
+
+    def commit_offsets(self) -> list[TopicPartition] | None:
         """Input offsets safe to commit: behind every event still held for ordering."""
         return [TopicPartition(self.raw_topic, p, offset) for p, offset in self.merge.commit_offsets().items()]
 
@@ -184,7 +192,7 @@ class NormaliseStage:
         return sent
 
     def tick(self, producer: Producer) -> int:
-        return self._emit(producer, self.merge.release(self.busy_partitions), now_us())
+        return self._emit(producer, self.merge.release(self.busy_partitions), self.wall_us())
 
     def checkpoint(self, producer: Producer) -> bool:
         for _partition, store in self.stores:
@@ -193,17 +201,18 @@ class NormaliseStage:
             self._watermark.set(max(store.watermark for _p, store in self.stores) / 1e6)
         return self.stores.checkpoint(producer)
 
-def build(engine: Engine) -> NormaliseStage:
+
+def build(context: StageContext) -> NormaliseStage:
     """The stage as the worker discovers it (``agents.<name>.build``)."""
     from streams.wire.registry import decoder_for, encoder_for
 
-    settings = engine.settings
-    normaliser = ClinicalNormaliser(engine.sites, CodeMap.load(), Pseudonymiser(engine.key),
+    settings = context.settings
+    normaliser = ClinicalNormaliser(context.sites, CodeMap.load(), Pseudonymiser(context.key),
                                     settings.future_tolerance)
     return NormaliseStage(
-        settings, normaliser, engine.metrics,
+        settings, normaliser, context.metrics,
         decoder=decoder_for(settings, schemas.CLINICAL_EVENT),
         encoder=encoder_for(settings, schemas.NORMALISED_EVENT, settings.topic(topics.NORMALISED)),
         dlq_encoder=encoder_for(settings, schemas.DEAD_LETTER, settings.topic(topics.DLQ)),
-        consumer_factory=engine.changelog_consumer,
+        changelog=context.changelog, wall_us=context.wall_us,
     )

@@ -21,11 +21,11 @@ if str(ROOT) not in sys.path:
 
 
 def main() -> int:
-    from streams.runtime.worker import Engine, Worker
+    from streams.runtime.worker import Worker, kafka_context
     from streams.settings import Settings
 
     settings = Settings.from_env(os.environ)
-    engine = Engine.create(settings)
+    engine = kafka_context(settings)
     worker = Worker(engine, ["normalise"])
     started_file = os.environ.get("BENCH_STARTED_FILE")
     for runner in worker.runners:

@@ -658,7 +658,7 @@ def report(tp: list[Throughput], mon: list[Throughput], lat: list[Latency], stat
                 verdict = "met" if t.rate >= 5 * naive.rate else "NOT met"
                 caveat = (f" But {t.late:,} events came to ascertain late and were not applied: that run did "
                           "less work, so this ratio overstates it." if t.late else "")
-                lines.append(f"- Engine ({t.feed}) / naive Faust pipeline: {t.rate / naive.rate:.1f}x "
+                lines.append(f"- StageContext ({t.feed}) / naive Faust pipeline: {t.rate / naive.rate:.1f}x "
                              f"({t.rate:,.0f} vs {naive.rate:,.0f} events/s; target >= 5x: {verdict}).{caveat}")
         rss_e = engine_s.rss_mb[0] if engine_s and engine_s.rss_mb else float("nan")
         rss_n = naive.rss_mb[0] if naive.rss_mb else float("nan")

@@ -42,11 +42,11 @@ def _write(path: str | None, data: Any) -> None:
 
 
 def main() -> int:
-    from streams.runtime.worker import Engine, Worker
+    from streams.runtime.worker import Worker, kafka_context
     from streams.settings import Settings
 
     settings = Settings.from_env(os.environ)
-    engine = Engine.create(settings)
+    engine = kafka_context(settings)
     registry = engine.metrics.registry
     events = int(os.environ.get("BENCH_EVENTS", "0"))
     expect = int(os.environ.get("BENCH_EXPECT", "0"))

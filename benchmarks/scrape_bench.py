@@ -34,8 +34,10 @@ from confluent_kafka import Producer  # noqa: E402
 
 from streams.embedded.broker import EmbeddedBroker, free_port  # noqa: E402
 from streams.runtime.runner import producer_config  # noqa: E402
+from streams.runtime.stage import StageContext  # noqa: E402
 from streams.runtime.topics import RAW, create_topics  # noqa: E402
-from streams.runtime.worker import STAGES, Engine, Worker  # noqa: E402
+from streams.runtime.topology import STAGES  # noqa: E402
+from streams.runtime.worker import Worker, kafka_context  # noqa: E402
 from streams.settings import DEV, Settings  # noqa: E402
 from streams.simulator import SimulationConfig, generate, publish  # noqa: E402
 
@@ -57,7 +59,7 @@ class FullCollections:
             self.ms.append((time.perf_counter() - self._started) * 1000)
 
 
-def _sample(engine: Engine, name: str, **labels: str) -> float:
+def _sample(engine: StageContext, name: str, **labels: str) -> float:
     return engine.metrics.registry.get_sample_value(name, labels) or 0.0
 
 
@@ -85,7 +87,7 @@ def main() -> int:
     with EmbeddedBroker() as broker:
         settings = Settings(mode=DEV, broker=broker.bootstrap, session_timeout_ms=6000, metrics_port=0)
         create_topics(settings)
-        engine = Engine.create(settings)
+        engine = kafka_context(settings)
         worker = Worker(engine, STAGES)
         port = free_port()
         server = engine.metrics.serve(port)

@@ -92,12 +92,13 @@ def cmd_topics(args: argparse.Namespace) -> int:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     from streams.runtime.topics import create_topics, missing_topics
-    from streams.runtime.worker import STAGES, Engine, Worker
+    from streams.runtime.topology import STAGES
+    from streams.runtime.worker import Worker, kafka_context
 
     stages = args.stages or list(STAGES)
     settings = settings_from(args)
-    engine = Engine.create(settings)
-    if engine.dev_key:
+    context = kafka_context(settings)
+    if context.dev_key:
         logging.getLogger("rwe").warning("dev mode: using a throw-away pseudonymisation key")
     if args.create_topics:
         create_topics(settings)
@@ -107,8 +108,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
             raise ConfigError(f"topics missing on {settings.broker}: {', '.join(missing)} "
                               "(run rwe topics create, or pass --create-topics)")
     if settings.metrics_port:
-        _serve_metrics(engine, settings.metrics_port)
-    worker = Worker(engine, stages)
+        _serve_metrics(context, settings.metrics_port)
+    worker = Worker(context, stages)
     worker.start()
     print(f"worker running stages {', '.join(stages)} against {settings.broker}"
           + (f"; metrics on http://127.0.0.1:{settings.metrics_port}/metrics" if settings.metrics_port else ""),
@@ -214,12 +215,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return run_demo(args, settings_from)
 
 
-def _serve_metrics(engine: Any, port: int) -> None:
+def _serve_metrics(context: Any, port: int) -> None:
     from streams.embedded.broker import port_in_use
 
     if port_in_use(port):
         raise ConfigError(f"metrics port {port} is in use: set RWE_METRICS_PORT (0 turns /metrics off)")
-    engine.metrics.serve(port, engine.settings.metrics_host)
+    context.metrics.serve(port, context.settings.metrics_host)
 
 
 def _wait_for_signal(done: Callable[[], bool] = lambda: False) -> None:

@@ -28,7 +28,7 @@ from streams.embedded.demo_view import LiveView, metric_total
 from streams.errors import BrokerUnavailable
 from streams.runtime.runner import producer_config
 from streams.runtime.topics import RAW, create_topics
-from streams.runtime.worker import Engine, Worker
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import DEV, Settings
 
 DEMO_SHIFT_SITE = "NL-AMC"
@@ -72,15 +72,15 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
     with EmbeddedBroker(port=args.port or None) as broker:
         settings = settings_from(args, broker=broker.bootstrap, mode=DEV, session_timeout_ms=6000)
         create_topics(settings)
-        engine = Engine.create(settings)
+        context = kafka_context(settings)
         metrics_port = args.metrics_port if args.metrics_port is not None else settings.metrics_port
         if metrics_port and port_in_use(metrics_port):
             metrics_port = free_port()
         if metrics_port:
-            engine.metrics.serve(metrics_port, settings.metrics_host)
+            context.metrics.serve(metrics_port, settings.metrics_host)
         console.print(f"Tansu broker on {broker.bootstrap}; metrics on http://127.0.0.1:{metrics_port}/metrics; "
                       "dev mode: a throw-away pseudonymisation key (production needs RWE_PSEUDONYM_KEY).")
-        worker = Worker(engine)  # every stage
+        worker = Worker(context)  # every stage
         aggregate = next(r.stage for r in worker.runners if r.stage.name == "aggregate")
         monitor = next(r.stage for r in worker.runners if r.stage.name == "monitor")
         worker.start()
@@ -114,8 +114,8 @@ def run_demo(args: argparse.Namespace, settings_from: Callable[..., Settings]) -
             signal.signal(sig, lambda s, _f: stopping.append(s))
         expected_total = manifest.valid + manifest.duplicates + sum(manifest.malformed.values())
         began = time.monotonic()
-        registry = engine.metrics.registry
-        view = LiveView(load_catalogue(), engine.sites, registry, aggregate.latest_snapshots,  # type: ignore[attr-defined]
+        registry = context.metrics.registry
+        view = LiveView(load_catalogue(), context.sites, registry, aggregate.latest_snapshots,  # type: ignore[attr-defined]
                         window=args.window or None, alerts=monitor.open_alerts)  # type: ignore[attr-defined]
 
         def screen() -> Any:

@@ -17,37 +17,15 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Protocol
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.errors import BrokerUnavailable
 from streams.runtime.metrics import EngineMetrics
+from streams.runtime.stage import Stage
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Stage(Protocol):
-    name: str
-
-    def input_topics(self) -> list[str]: ...
-
-    def assign(self, partitions: list[int]) -> None:
-        """Take ownership of input partitions: restore their state."""
-
-    def revoke(self, partitions: list[int]) -> None:
-        """Drop the state of partitions another worker takes over."""
-
-    def process(self, messages: list[Message], producer: Producer) -> int:
-        """Handle one batch, producing outputs and dead letters; return events read."""
-
-    def checkpoint(self, producer: Producer) -> bool:
-        """After outputs are durable: write state changes; True if anything was produced."""
-
-    def tick(self, producer: Producer) -> int:
-        """Called after every batch and every idle poll: time-driven work such as publishing
-        coalesced snapshots. Returns how many records it produced."""
 
 
 def producer_config(settings: Settings, **extra: object) -> dict[str, object]:
@@ -152,19 +130,18 @@ class StageRunner:
         self._batch_seconds = self.metrics.batch_seconds.labels(stage.name)
         self._batch_events = self.metrics.batch_size.labels(stage.name)
         self._messages_in = self.metrics.messages_in.labels(stage.name)
-        self._ordering = hasattr(stage, "busy_partitions")
 
     def take(self, wait: float) -> list[Message]:
         """The next batch (waiting at most ``wait`` s), without errors and end-of-partition markers."""
         good = [m for m in self.consumer.consume(self.settings.batch_size, wait) if _usable(m)]
-        if self._ordering:
-            self.stage.busy_partitions = self._busy_partitions()  # type: ignore[attr-defined]
+        if self.stage.orders_input:
+            self.stage.set_busy_partitions(self._busy_partitions())
         return good
 
     def _done(self, good: list[Message], events: int, started: float) -> None:
         """After the batch's inputs are committed: pacing and accounting."""
-        if self._ordering:
-            self._pace(self.stage.partitions_ahead())  # type: ignore[attr-defined]
+        if self.stage.orders_input:
+            self._pace(self.stage.partitions_ahead())
         self._batch_seconds.observe(time.perf_counter() - started)
         self._batch_events.observe(events)
         self._messages_in.inc(len(good))
@@ -175,10 +152,8 @@ class StageRunner:
     def hold_commit(self) -> None:
         """Note the input positions the batch just checkpointed reached: they are committed
         (:meth:`commit_held`) once the state changes written for it are durable."""
-        offsets = getattr(self.stage, "commit_offsets", None)
-        if offsets is not None:
-            positions = offsets()
-        else:
+        positions = self.stage.commit_offsets()
+        if positions is None:
             assignment = self.consumer.assignment()
             positions = [tp for tp in self.consumer.position(assignment) if tp.offset >= 0] if assignment else []
         if positions:

@@ -101,6 +101,15 @@ def missing_topics(settings: Settings, timeout: float = 10.0) -> list[str]:
     return [settings.topic(s.name) for s in TOPICS if settings.topic(s.name) not in existing]
 
 
+def topic_partitions(settings: Settings, topic: str) -> int:
+    """How many partitions ``topic`` (a full name) has on the broker; the configured count if unknown."""
+    metadata = AdminClient(settings.kafka_config()).list_topics(topic, timeout=10)
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        return settings.partitions
+    return len(found.partitions)
+
+
 def _existing(admin: AdminClient, settings: Settings, timeout: float) -> set[str]:
     try:
         return set(admin.list_topics(timeout=timeout).topics)

@@ -1,32 +1,28 @@
-"""The engine's process-wide context and the worker that runs the stages.
-
-``streams`` never imports ``agents``: stages are discovered by name as
-``agents.<name>.build(engine)``, so a deployment can run any subset of them
-(``rwe worker --stages normalise``) and later stages plug in without touching this.
-"""
+"""The worker: the stages of the topology (or a subset) on the configured Kafka cluster, in one thread."""
 
 from __future__ import annotations
 
 import functools
 import gc
-import importlib
 import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer
 
 from streams.catalogue.definitions import load_catalogue
-from streams.catalogue.sites import Site, load_sites
+from streams.catalogue.sites import load_sites
 from streams.runtime.collector import MonitorSource, OutcomeCollector, SnapshotSource
 from streams.runtime.metrics import EngineMetrics
-from streams.runtime.runner import Stage, StageRunner, consumer_config, run_round
+from streams.runtime.runner import StageRunner, consumer_config, run_round
+from streams.runtime.stage import Stage, StageContext
+from streams.runtime.topics import topic_partitions
+from streams.runtime.topology import STAGES, build_stage
 from streams.settings import Settings
+from streams.state.changelog import KafkaChangelog
 
 log = logging.getLogger(__name__)
-STAGES = ("normalise", "ascertain", "aggregate", "monitor")
 
 
 class SurvivorFreezer:
@@ -62,47 +58,16 @@ class SurvivorFreezer:
             self._full_at = 2 * max(gc.get_freeze_count(), self.MIN_FULL)
 
 
-@dataclass
-class Engine:
-    """What every stage shares: settings, sites, the pseudonymisation key, metrics."""
+def kafka_context(settings: Settings) -> StageContext:
+    """The context of stages running on the configured Kafka cluster."""
+    sites = load_sites(settings.sites_file)
+    key, dev_key = settings.resolve_key()
 
-    settings: Settings
-    sites: dict[str, Site] = field(default_factory=dict)
-    key: bytes = b""
-    dev_key: bool = False
-    metrics: EngineMetrics = field(default_factory=EngineMetrics)
-    collector: OutcomeCollector | None = None
+    def changelog_consumer() -> Consumer:  # group-less: reads a changelog on restore
+        return Consumer(consumer_config(settings, f"{settings.group_id}.restore", **{"enable.partition.eof": False}))
 
-    @classmethod
-    def create(cls, settings: Settings) -> Engine:
-        sites = load_sites(settings.sites_file)
-        key, dev_key = settings.resolve_key()
-        return cls(settings, sites, key, dev_key, EngineMetrics(sites=sites))
-
-    def changelog_consumer(self) -> Consumer:
-        """A group-less consumer for reading changelogs on restore."""
-        return Consumer(consumer_config(self.settings, f"{self.settings.group_id}.restore",
-                                        **{"enable.partition.eof": False}))
-
-    def build_stage(self, name: str) -> Stage:
-        if name not in STAGES:
-            from streams.errors import ConfigError
-
-            raise ConfigError(f"unknown stage {name!r}; stages are: {', '.join(STAGES)}")
-        module = importlib.import_module(f"agents.{name}")
-        stage: Stage = module.build(self)
-        self._expose(stage)
-        return stage
-
-    def _expose(self, stage: Stage) -> None:
-        """Let /metrics read the stage's in-process results (indicator snapshots, monitor
-        readings) at scrape time; the collector is registered with the first such stage."""
-        if not isinstance(stage, SnapshotSource | MonitorSource):
-            return
-        if self.collector is None:
-            self.collector = OutcomeCollector(load_catalogue(), self.sites)
-            self.metrics.registry.register(self.collector)
-        self.collector.attach(stage)
+    return StageContext(settings, sites, key, EngineMetrics(sites=sites), KafkaChangelog(changelog_consumer),
+                        functools.partial(topic_partitions, settings), dev_key=dev_key)
 
 
 class Worker:
@@ -111,15 +76,29 @@ class Worker:
     events/s, since the stages share one interpreter lock anyway and one round makes all
     their outputs durable together (benchmarks/RESULTS-pipeline.md)."""
 
-    def __init__(self, engine: Engine, stages: Sequence[str] = STAGES,
+    def __init__(self, context: StageContext, stages: Sequence[str] = STAGES,
                  on_batch: Callable[[str, int], None] | None = None) -> None:
-        self.engine = engine
-        self.runners = [StageRunner(engine.build_stage(name), engine.settings, engine.metrics,
-                                    on_batch=functools.partial(on_batch, name) if on_batch else None)
-                        for name in stages]
+        self.context = context
+        self.collector: OutcomeCollector | None = None
+        self.runners = []
+        for name in stages:
+            stage = build_stage(name, context)
+            self._expose(stage)
+            self.runners.append(StageRunner(stage, context.settings, context.metrics,
+                                            on_batch=functools.partial(on_batch, name) if on_batch else None))
         self._threads: list[threading.Thread] = []
         self._stop = threading.Event()
         self.errors: list[BaseException] = []
+
+    def _expose(self, stage: Stage) -> None:
+        """Let /metrics read the stage's in-process results (indicator snapshots, monitor
+        readings) at scrape time; the collector is registered with the first such stage."""
+        if not isinstance(stage, SnapshotSource | MonitorSource):
+            return
+        if self.collector is None:
+            self.collector = OutcomeCollector(load_catalogue(), self.context.sites)
+            self.context.metrics.registry.register(self.collector)
+        self.collector.attach(stage)
 
     def start(self) -> None:
         # What start-up built (catalogue, code maps, schemas, compiled codecs, modules) lives
@@ -133,7 +112,7 @@ class Worker:
     def _run(self) -> None:
         runners = self.runners
         # Each stage may wait for input this long when the last round found nothing anywhere.
-        wait = self.engine.settings.batch_wait / len(runners)
+        wait = self.context.settings.batch_wait / len(runners)
         try:
             for runner in runners:
                 runner.open()

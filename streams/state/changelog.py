@@ -19,10 +19,17 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Callable, Iterator
+from typing import Protocol
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 
 log = logging.getLogger(__name__)
+
+
+class ChangelogSource(Protocol):
+    """Reads a changelog partition from its beginning, for a stage's restore."""
+
+    def read(self, topic: str, partition: int) -> Iterator[bytes]: ...
 
 
 class ChangelogWriter:
@@ -102,17 +109,18 @@ def read_partition(consumer: Consumer, topic: str, partition: int, idle: float =
         consumer.unassign()
 
 
-def restore(consumer_factory: Callable[[], Consumer], topic: str, partition: int,
-            apply: Callable[[bytes], None]) -> int:
-    """Apply every record of a changelog partition in order; return how many."""
-    consumer = consumer_factory()
-    count = 0
-    try:
-        for message in read_partition(consumer, topic, partition):
-            value = message.value()
-            if value is not None:
-                apply(value)
-                count += 1
-    finally:
-        consumer.close()
-    return count
+class KafkaChangelog:
+    """Changelog partitions read from the broker, each with a fresh group-less consumer."""
+
+    def __init__(self, consumer_factory: Callable[[], Consumer]) -> None:
+        self._consumer_factory = consumer_factory
+
+    def read(self, topic: str, partition: int) -> Iterator[bytes]:
+        consumer = self._consumer_factory()
+        try:
+            for message in read_partition(consumer, topic, partition):
+                value = message.value()
+                if value is not None:
+                    yield value
+        finally:
+            consumer.close()

@@ -10,15 +10,14 @@ durable.
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, Protocol, TypeVar
 
-from confluent_kafka import Consumer, Producer
+from confluent_kafka import Producer
 
 from streams.runtime.metrics import EngineMetrics
-from streams.state.changelog import ChangelogWriter, restore
+from streams.state.changelog import ChangelogSource, ChangelogWriter
 from streams.wire import formats as wire
 
 log = logging.getLogger(__name__)
@@ -47,11 +46,11 @@ class PartitionedState(Generic[S]):
     """The stores of one stage, by input partition."""
 
     def __init__(self, stage: str, changelog_topic: str, delta_schema: str, factory: Callable[[], S],
-                 consumer_factory: Callable[[], Consumer], metrics: EngineMetrics) -> None:
+                 changelog: ChangelogSource, metrics: EngineMetrics) -> None:
         self.stage = stage
         self.changelog_topic = changelog_topic
         self.factory = factory
-        self._consumer_factory = consumer_factory
+        self._changelog = changelog
         self._metrics = metrics
         self._stores: dict[int, S] = {}
         self._writer: ChangelogWriter | None = None
@@ -73,7 +72,10 @@ class PartitionedState(Generic[S]):
     def assign(self, partitions: list[int]) -> None:
         for p in partitions:
             store = self.factory()
-            n = restore(self._consumer_factory, self.changelog_topic, p, functools.partial(self._apply, store))
+            n = 0
+            for value in self._changelog.read(self.changelog_topic, p):
+                store.apply(self._decoder.decode(value)[0])
+                n += 1
             store.restored()
             self._stores[p] = store
             if self._writer is not None:
@@ -82,9 +84,6 @@ class PartitionedState(Generic[S]):
             log.info("%s: partition %d restored from %d changelog records (%d entries)", self.stage, p, n,
                      len(store))
         self._metrics.state_entries.labels(self.stage).set(self.entries())
-
-    def _apply(self, store: S, value: bytes) -> None:
-        store.apply(self._decoder.decode(value)[0])
 
     def revoke(self, partitions: list[int]) -> None:
         for p in partitions:

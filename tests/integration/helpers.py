@@ -10,7 +10,8 @@ from typing import Any
 from confluent_kafka import Consumer
 
 from streams.runtime.runner import consumer_config
-from streams.runtime.worker import Engine, Worker
+from streams.runtime.stage import StageContext
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import Settings
 from streams.state.changelog import read_partition
 from streams.wire import formats as wire
@@ -44,10 +45,11 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
 
 
 @contextmanager
-def running_stage(settings: Settings, name: str, stages: tuple[str, ...] | None = None) -> Iterator[tuple[Engine, Any]]:
+def running_stage(settings: Settings, name: str,
+                  stages: tuple[str, ...] | None = None) -> Iterator[tuple[StageContext, Any]]:
     """A Worker running ``stages`` (default: just ``name``); yields the engine and stage ``name``.
     On exit the worker is stopped and must have recorded no error."""
-    engine = Engine.create(settings)
+    engine = kafka_context(settings)
     worker = Worker(engine, list(stages or (name,)))
     stage = next(r.stage for r in worker.runners if r.stage.name == name)
     worker.start()
@@ -58,6 +60,6 @@ def running_stage(settings: Settings, name: str, stages: tuple[str, ...] | None 
     assert not worker.errors
 
 
-def stage_events_in(engine: Engine, stage: str) -> float:
+def stage_events_in(engine: StageContext, stage: str) -> float:
     """Events the stage has read (rwe_stage_events_in_total)."""
     return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": stage}) or 0.0

@@ -18,8 +18,8 @@ from streams.indicators.rolling import RollingState
 from streams.runtime import topics
 from streams.runtime.partitioning import partition_for
 from streams.runtime.runner import producer_config
+from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import Engine
 from streams.settings import Settings
 from streams.vocabulary.time import DAY_US
 from streams.wire import formats as wire
@@ -131,13 +131,13 @@ def latest_on(settings: Settings, topic: str) -> dict[str, dict[str, Any]]:
 
 
 @contextmanager
-def running_worker(settings: Settings) -> Iterator[tuple[Engine, AggregateStage]]:
+def running_worker(settings: Settings) -> Iterator[tuple[StageContext, AggregateStage]]:
     with running_stage(settings, "aggregate") as (engine, stage):
         assert isinstance(stage, AggregateStage)
         yield engine, stage
 
 
-def events_in(engine: Engine) -> float:
+def events_in(engine: StageContext) -> float:
     return stage_events_in(engine, "aggregate")
 
 

@@ -24,8 +24,8 @@ from streams.monitoring.partition_monitor import MonitorState
 from streams.runtime import topics
 from streams.runtime.partitioning import partition_for
 from streams.runtime.runner import producer_config
+from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import Engine
 from streams.settings import Settings
 from streams.vocabulary.time import DAY_US
 from streams.wire import formats as wire
@@ -77,13 +77,13 @@ def send(settings: Settings, records: list[dict[str, Any]], extra: tuple[bytes, 
 
 
 @contextmanager
-def running(settings: Settings, stages: tuple[str, ...] = ("monitor",)) -> Iterator[tuple[Engine, MonitorStage]]:
+def running(settings: Settings, stages: tuple[str, ...] = ("monitor",)) -> Iterator[tuple[StageContext, MonitorStage]]:
     with running_stage(settings, "monitor", stages) as (engine, stage):
         assert isinstance(stage, MonitorStage)
         yield engine, stage
 
 
-def events_in(engine: Engine) -> float:
+def events_in(engine: StageContext) -> float:
     return stage_events_in(engine, "monitor")
 
 

@@ -14,8 +14,9 @@ from helpers import decode_all, read_topic, wait_for
 from streams.cli.dlq import replay
 from streams.runtime import topics
 from streams.runtime.producer import send_all
+from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import Engine, Worker
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import Settings
 from streams.wire import formats as wire
 from streams.wire import schemas
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.integration
 
 
 @contextmanager
-def running_worker(settings: Settings) -> Iterator[Engine]:
-    engine = Engine.create(settings)
+def running_worker(settings: Settings) -> Iterator[StageContext]:
+    engine = kafka_context(settings)
     worker = Worker(engine, ["normalise"])
     worker.start()
     try:
@@ -35,7 +36,7 @@ def running_worker(settings: Settings) -> Iterator[Engine]:
     assert not worker.errors
 
 
-def events_in(engine: Engine) -> float:
+def events_in(engine: StageContext) -> float:
     return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": "normalise"}) or 0.0
 
 

@@ -21,8 +21,9 @@ from streams.outcomes.timeline import DAY_US
 from streams.runtime import topics
 from streams.runtime.partitioning import partition_for
 from streams.runtime.runner import producer_config
+from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import Engine, Worker
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, records
 from streams.wire import formats as wire
@@ -55,8 +56,8 @@ def closing_events(partitions: int) -> list[dict[str, Any]]:
 
 
 @contextmanager
-def worker(settings: Settings) -> Iterator[Engine]:
-    engine = Engine.create(settings)
+def worker(settings: Settings) -> Iterator[StageContext]:
+    engine = kafka_context(settings)
     w = Worker(engine, ["normalise", "ascertain", "aggregate"])
     w.start()
     try:
@@ -66,7 +67,7 @@ def worker(settings: Settings) -> Iterator[Engine]:
     assert not w.errors
 
 
-def events_in(engine: Engine, stage: str) -> float:
+def events_in(engine: StageContext, stage: str) -> float:
     return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": stage}) or 0.0
 
 

@@ -26,8 +26,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from streams.embedded.broker import free_port
 from streams.runtime import topics
 from streams.runtime.runner import producer_config
+from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import STAGES, Engine, Worker
+from streams.runtime.topology import STAGES
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import DEV, Settings
 from streams.simulator import Manifest, SimulationConfig, generate, publish
 from streams.wire import formats as wire
@@ -41,17 +43,18 @@ RULES = ROOT / "deploy" / "prometheus" / "rules.yml"
 
 @dataclass
 class FedWorker:
-    engine: Engine
+    engine: StageContext
+    worker: Worker
     settings: Settings
     manifest: Manifest
     metrics_url: str
 
 
-def _events_in(engine: Engine, stage: str) -> float:
+def _events_in(engine: StageContext, stage: str) -> float:
     return engine.metrics.registry.get_sample_value("rwe_stage_events_in_total", {"stage": stage}) or 0.0
 
 
-def _events_out(engine: Engine, stage: str) -> float:
+def _events_out(engine: StageContext, stage: str) -> float:
     return engine.metrics.registry.get_sample_value("rwe_stage_events_out_total", {"stage": stage}) or 0.0
 
 
@@ -65,7 +68,7 @@ def fed_worker(broker: str) -> Iterator[FedWorker]:
     config = SimulationConfig(seed=5, patients_per_site=80, start=datetime(2025, 1, 1, tzinfo=UTC), days=150,
                               duplicate_rate=0.03, late_rate=0.03, malformed_rate=0.02)
     messages, manifest = generate(config)
-    engine = Engine.create(settings)
+    engine = kafka_context(settings)
     worker = Worker(engine, STAGES)
     port = free_port()
     server = engine.metrics.serve(port)
@@ -79,7 +82,7 @@ def fed_worker(broker: str) -> Iterator[FedWorker]:
             wait_for(lambda b=before, s=stage: _events_in(engine, s) >= _events_out(engine, b), timeout=120,
                      what=stage)
         _wait_until_published(engine)
-        yield FedWorker(engine, settings, manifest, f"http://127.0.0.1:{port}/metrics")
+        yield FedWorker(engine, worker, settings, manifest, f"http://127.0.0.1:{port}/metrics")
     finally:
         worker.stop()
         server.shutdown()
@@ -87,7 +90,7 @@ def fed_worker(broker: str) -> Iterator[FedWorker]:
     assert not worker.errors
 
 
-def _wait_until_published(engine: Engine) -> None:
+def _wait_until_published(engine: StageContext) -> None:
     """Snapshots are published at most once a second per indicator: wait for a quiet 3 s."""
     def published() -> float:
         return sum(s.value for m in engine.metrics.registry.collect() for s in m.samples
@@ -223,7 +226,7 @@ def test_prometheus_stores_what_the_engine_did(fed_worker: FedWorker, prometheus
     intervals = prometheus.query("rwe_indicator_lower <= rwe_indicator_value <= bool rwe_indicator_upper")
     assert intervals and all(v == 1 for v in intervals.values())
 
-    # Engine health: every stage's batch latency histogram, state size, rebalances; late events counted.
+    # StageContext health: every stage's batch latency histogram, state size, rebalances; late events counted.
     def per_stage(promql: str) -> dict[str, float]:
         return {dict(k)["stage"]: v for k, v in prometheus.query(promql).items()}
 
@@ -259,7 +262,7 @@ def _exported_names(fed_worker: FedWorker) -> set[str]:
     with urllib.request.urlopen(fed_worker.metrics_url, timeout=5) as response:
         text = response.read().decode()
     names = {s.name for family in text_string_to_metric_families(text) for s in family.samples}
-    collector = fed_worker.engine.collector
+    collector = fed_worker.worker.collector
     assert collector is not None
     return names | {f.name for f in collector.describe()}
 

@@ -13,7 +13,7 @@ from helpers import read_topic, wait_for
 from streams.runtime import topics
 from streams.runtime.runner import producer_config
 from streams.runtime.topics import create_topics
-from streams.runtime.worker import Engine, Worker
+from streams.runtime.worker import Worker, kafka_context
 from streams.settings import Settings
 from streams.simulator import SimulationConfig, generate, publish
 from streams.wire import formats as wire
@@ -33,7 +33,7 @@ def test_simulated_feed_comes_out_exactly_as_the_manifest_says(
     expected_events = manifest.valid + manifest.duplicates + sum(manifest.malformed.values())
     assert manifest.valid > 1000 and manifest.duplicates > 10 and len(manifest.malformed) >= 5
 
-    engine = Engine.create(settings)
+    engine = kafka_context(settings)
     worker = Worker(engine, ["normalise"])
     worker.start()
     try:

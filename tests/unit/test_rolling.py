@@ -385,46 +385,36 @@ def test_incremental_state_equals_recomputation(stream: tuple[bool, list[tuple[s
         _all_snapshots(live))
 
 
-# --- publication by the stage (no broker: a recording producer) ----------------
-
-class RecordingProducer:
-    def __init__(self) -> None:
-        self.sent: list[tuple[str, str]] = []
-
-    def produce(self, topic: str, value: bytes, key: bytes, **_: Any) -> None:
-        self.sent.append((topic, key.decode()))
-
-    def poll(self, _timeout: float) -> int:
-        return 0
-
+# --- publication by the stage (no broker: the in-memory driver) ----------------
 
 def test_the_stage_publishes_changed_snapshots_at_most_once_per_coalesce_period(settings_factory: Any) -> None:
     from agents.aggregate import AggregateStage
     from streams.runtime import topics
-    from streams.runtime.metrics import EngineMetrics
-    from streams.wire import schemas
+    from streams.runtime.memory import InMemoryDriver
 
-    now = [100.0]
     settings = settings_factory(min_cell_count=1)
-    encoder = wire.Encoder(schemas.INDICATOR_SNAPSHOT)
-    stage = AggregateStage(settings, CATALOGUE, EngineMetrics(), wire.Decoder(schemas.OUTCOME_OBSERVATION), encoder,
-                           encoder, wire.Encoder(schemas.DEAD_LETTER), consumer_factory=lambda: None,  # type: ignore[arg-type,return-value]
-                           coalesce_seconds=1.0, clock=lambda: now[0])
-    producer = RecordingProducer()
+    driver = InMemoryDriver(settings, stages=["aggregate"])
+    stage = driver.stages["aggregate"]
+    assert isinstance(stage, AggregateStage) and stage.coalesce_seconds == 1.0
+    producer = driver.producer
+    published = driver.topics.logs
+
+    def sent() -> set[tuple[str, bytes | None]]:
+        return {(t, m.key()) for t, log in published.items() for part in log for m in part}
+
     state = stage.states.get(0)
     state.advance(T0)
     state.upsert(obs(T0 - 40 * DAY_US, site="A"))
     assert stage.tick(producer) == 16 + 8  # 4 scopes x 4 windows, COUNTRY and NETWORK also federated
-    assert {t for t, _k in producer.sent} == {settings.topic(topics.INDICATORS), settings.topic(topics.NETWORK)}
-    producer.sent.clear()
+    assert {t for t, _k in sent()} == {settings.topic(topics.INDICATORS), settings.topic(topics.NETWORK)}
     state.upsert(obs(T0 - 40 * DAY_US, site="A", outcome=1))
-    now[0] += 0.5
+    driver.clock.advance(0.5)
     assert stage.tick(producer) == 0  # not due yet
-    now[0] += 0.5
+    driver.clock.advance(0.5)
     assert stage.tick(producer) == 24  # every scope's counts changed
     # The clock alone moving (nothing enters or leaves a window) republishes nothing.
     state.advance(T0 + 1)
-    now[0] += 5
+    driver.clock.advance(5)
     assert stage.tick(producer) == 0
     latest = stage.latest_snapshots(PROP)
     assert latest[f"{PROP}|SITE|A|30"]["numerator"] == 1 and len(latest) == 16

@@ -45,10 +45,10 @@ def test_bad_values_name_the_setting_in_one_line(env: dict[str, str], names: str
 
 def test_the_snapshot_interval_reaches_the_aggregate_stage() -> None:
     from agents.aggregate import build
-    from streams.runtime.worker import Engine
+    from streams.runtime.worker import kafka_context
 
     settings = Settings.from_env({"RWE_MODE": DEV, "RWE_SNAPSHOT_INTERVAL": "0.5"})
-    assert build(Engine.create(settings)).coalesce_seconds == 0.5
+    assert build(kafka_context(settings)).coalesce_seconds == 0.5
     assert Settings.from_env({}).snapshot_interval == 1.0
 
 
