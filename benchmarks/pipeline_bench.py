@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 BENCH = Path(__file__).resolve().parent
 for p in (str(ROOT), str(BENCH)):
     if p not in sys.path:
-        sys.path.insert(0, p)
+        sys.path.append(p)  # after site-packages: a compiled install of streams wins over the tree
 
 import feed as feeds  # noqa: E402
 import normalise_bench as nb  # noqa: E402

@@ -25,70 +25,59 @@ import os
 import pstats
 import sys
 import time
-from collections import Counter
+from collections import Counter, defaultdict
+from itertools import zip_longest
 from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 for path in (ROOT, ROOT / "benchmarks"):
     if str(path) not in sys.path:
-        sys.path.insert(0, str(path))
+        sys.path.append(str(path))  # after site-packages: a compiled install of streams wins over the tree
 
 import feed as feeds  # noqa: E402
 
+from streams.clinical.clock import now_us  # noqa: E402
 from streams.runtime import topics  # noqa: E402
-from streams.runtime.partitioning import partition_for  # noqa: E402
-from streams.wire import formats as wire  # noqa: E402
-from streams.wire import schemas  # noqa: E402
+from streams.runtime.memory import InMemoryDriver, ManualClock, MemoryMessage, MemoryProducer, MemoryTopics  # noqa: E402
+from streams.runtime.stage import Stage  # noqa: E402
+from streams.runtime.worker import SurvivorFreezer  # noqa: E402
+from streams.settings import Settings  # noqa: E402
+
+STAGES = ("normalise", "ascertain", "aggregate")
 
 
-class Message:
-    """What the stages read of a confluent_kafka Message."""
+class WorkerClock(ManualClock):
+    """The real clocks, as a worker's stages have: aggregate coalesces its snapshots over real
+    seconds and normalise judges event times against now. The driver's manual clock, which
+    moves only when told, would have aggregate compute each indicator once per partition,
+    and normalise dead-letter some of the feed's last events as in the future (the clock stands
+    at 2026-01-01T00:00, two hours before the simulated feed ends)."""
 
-    __slots__ = ("_key", "_offset", "_partition", "_topic", "_value")
+    def wall_us(self) -> int:
+        return now_us()
 
-    def __init__(self, topic: str, value: bytes, key: bytes | None, partition: int, offset: int) -> None:
-        self._topic, self._value, self._key, self._partition, self._offset = topic, value, key, partition, offset
-
-    def value(self) -> bytes:
-        return self._value
-
-    def key(self) -> bytes | None:
-        return self._key
-
-    def partition(self) -> int:
-        return self._partition
-
-    def offset(self) -> int:
-        return self._offset
-
-    def topic(self) -> str:
-        return self._topic
-
-    def error(self) -> None:
-        return None
-
-    def timestamp(self) -> tuple[int, int]:
-        return (1, int(time.time() * 1000))
-
-    def headers(self) -> None:
-        return None
+    def monotonic(self) -> float:
+        return time.monotonic()
 
 
-class RecordingProducer:
-    """Keeps what a stage produces, by topic."""
+class DeferredProducer(MemoryProducer):
+    """A MemoryProducer that lands its records on the topics only on flush, after the clock
+    stops: MemoryTopics partitions keys with a pure-Python murmur2 (~12 us a 64-byte key)
+    that librdkafka does in C, and that is no cost of the stage's."""
 
-    def __init__(self) -> None:
-        self.out: dict[str, list[tuple[bytes | None, bytes, int | None]]] = {}
+    def __init__(self, topics_: MemoryTopics) -> None:
+        super().__init__(topics_)
+        self._pending: list[tuple[str, bytes | None, bytes | None, int]] = []
 
-    def produce(self, topic: str, value: bytes, key: bytes | None = None, partition: int | None = None,
+    def produce(self, topic: str, value: bytes | None = None, key: bytes | None = None, partition: int = -1,
                 **_: Any) -> None:
-        self.out.setdefault(topic, []).append((key, value, partition))
+        self._pending.append((topic, value, key, partition))
 
-    def poll(self, _timeout: float = 0) -> int:
-        return 0
-
-    def flush(self, _timeout: float = 0) -> int:
+    def flush(self, timeout: float = 0.0) -> int:
+        for topic, value, key, partition in self._pending:
+            super().produce(topic, value, key, partition)
+        self._pending.clear()
         return 0
 
 
@@ -96,7 +85,7 @@ class CollectorClock:
     """Time the cyclic garbage collector spends, per generation."""
 
     def __init__(self) -> None:
-        self.seconds: Counter[int] = Counter()
+        self.seconds: defaultdict[int, float] = defaultdict(float)
         self.runs: Counter[int] = Counter()
         self._started = 0.0
 
@@ -108,13 +97,14 @@ class CollectorClock:
             self.runs[info["generation"]] += 1
 
 
-def run(stage: Any, batches: list[list[Message]], profile: bool) -> tuple[RecordingProducer, float]:
+def run(driver: InMemoryDriver, name: str, batches: list[list[MemoryMessage]], profile: bool) -> float:
     """Every batch through process, tick and checkpoint, as a worker round does (survivors
-    frozen after each, as the worker does); CPU seconds."""
-    from streams.runtime.worker import SurvivorFreezer
-
+    frozen after each, as the worker does); CPU seconds. Driven here rather than by
+    ``driver.run()``, which interleaves the stages and freezes nothing, so that one stage is
+    timed (and profiled) at a time; its outputs reach the driver's topics afterwards."""
+    stage: Stage = driver.stages[name]
     survivors = SurvivorFreezer()
-    producer = RecordingProducer()
+    producer = DeferredProducer(driver.topics)
     profiler = cProfile.Profile() if profile else None
     started = time.process_time()
     if profiler:
@@ -128,17 +118,20 @@ def run(stage: Any, batches: list[list[Message]], profile: bool) -> tuple[Record
     if profiler:
         profiler.disable()
     seconds = time.process_time() - started
+    producer.flush()
     if profiler:
         pstats.Stats(profiler).sort_stats("tottime").print_stats(40)
-    return producer, seconds
+    return seconds
 
 
-def messages(topic: str, produced: list[tuple[bytes | None, bytes, int | None]], partitions: int) -> list[Message]:
-    return [Message(topic, value, key, partition if partition is not None else partition_for(key or b"", partitions),
-                    offset) for offset, (key, value, partition) in enumerate(produced)]
+def consumed(driver: InMemoryDriver, topic: str) -> list[MemoryMessage]:
+    """A topic's records as a consumer of all its partitions takes them: the partitions in
+    turn, near enough the order they were produced in."""
+    logs = driver.topics.log(driver.settings.topic(topic))
+    return [m for row in zip_longest(*logs) for m in row if m is not None]
 
 
-def batched(items: list[Message], size: int) -> list[list[Message]]:
+def batched(items: list[MemoryMessage], size: int) -> list[list[MemoryMessage]]:
     return [items[i:i + size] for i in range(0, len(items), size)]
 
 
@@ -151,65 +144,29 @@ def main() -> int:
     args = parser.parse_args()
 
     os.environ.setdefault("RWE_MODE", "dev")
-    from agents.aggregate import AggregateStage
-    from agents.ascertain import AscertainStage
-    from agents.normalise import NormaliseStage
-    from streams.catalogue.definitions import load_catalogue
-    from streams.clinical.codes import CodeMap
-    from streams.clinical.normaliser import ClinicalNormaliser
-    from streams.clinical.pseudonym import Pseudonymiser
-    from streams.runtime.worker import Engine
-    from streams.settings import Settings
-
     settings = Settings.from_env(os.environ)
-    engine = Engine.create(settings)
-    partitions = settings.partitions
-
-    def no_changelog() -> Any:
-        raise RuntimeError("in-process: nothing to restore")
-
-    # As the stages' build() make them, minus the broker (stores are created on first use).
-    catalogue, metrics = load_catalogue(), engine.metrics
-    stages = {
-        "normalise": NormaliseStage(
-            settings, ClinicalNormaliser(engine.sites, CodeMap.load(), Pseudonymiser(engine.key),
-                                         settings.future_tolerance), metrics,
-            decoder=wire.Decoder(schemas.CLINICAL_EVENT), encoder=wire.Encoder(schemas.NORMALISED_EVENT),
-            dlq_encoder=wire.Encoder(schemas.DEAD_LETTER), consumer_factory=no_changelog),
-        "ascertain": AscertainStage(
-            settings, catalogue, engine.sites, metrics, decoder=wire.Decoder(schemas.NORMALISED_EVENT),
-            encoder=wire.Encoder(schemas.OUTCOME_OBSERVATION), output_partitions=partitions,
-            consumer_factory=no_changelog),
-        "aggregate": AggregateStage(
-            settings, catalogue, metrics, decoder=wire.Decoder(schemas.OUTCOME_OBSERVATION),
-            encoder=wire.Encoder(schemas.INDICATOR_SNAPSHOT), network_encoder=wire.Encoder(schemas.INDICATOR_SNAPSHOT),
-            dlq_encoder=wire.Encoder(schemas.DEAD_LETTER), consumer_factory=no_changelog),
-    }
+    # The stages as their build(context) make them, on in-memory topics (changelogs empty).
+    driver = InMemoryDriver(settings, STAGES, clock=WorkerClock())
     feed = feeds.simulated(args.events)
-    raw = settings.topic(topics.RAW)
-    if args.containers:
-        inputs = [Message(raw, value, key, 0, i) for i, (key, value) in enumerate(feed.build_containers())]
-        per_batch = max(1, args.batch // feeds.CONTAINER_EVENTS)
-    else:
-        inputs = [Message(raw, value, key, 0, i) for i, (key, value) in enumerate(feed.singles)]
-        per_batch = args.batch
+    # Every raw record on one partition, in feed order (as before the in-memory driver); the
+    # later stages read their inputs as their upstream stage partitioned them.
+    for key, value in feed.build_containers() if args.containers else feed.singles:
+        driver.pipe(topics.RAW, value, key, partition=0)
+    per_batch = max(1, args.batch // feeds.CONTAINER_EVENTS) if args.containers else args.batch
     clock = CollectorClock()
     gc.collect()
     gc.freeze()
     gc.callbacks.append(clock)
 
     seconds: dict[str, float] = {}
-    produced, seconds["normalise"] = run(stages["normalise"], batched(inputs, per_batch), args.profile == "normalise")
-    normalised = messages(settings.topic(topics.NORMALISED), produced.out.get(settings.topic(topics.NORMALISED), []),
-                          partitions)
-    produced, seconds["ascertain"] = run(stages["ascertain"], batched(normalised, args.batch),
-                                         args.profile == "ascertain")
-    observations = messages(settings.topic(topics.OBSERVATIONS),
-                            produced.out.get(settings.topic(topics.OBSERVATIONS), []), partitions)
-    produced, seconds["aggregate"] = run(stages["aggregate"], batched(observations, args.batch),
-                                         args.profile == "aggregate")
+    seconds["normalise"] = run(driver, "normalise", batched(consumed(driver, topics.RAW), per_batch),
+                               args.profile == "normalise")
+    normalised = consumed(driver, topics.NORMALISED)
+    seconds["ascertain"] = run(driver, "ascertain", batched(normalised, args.batch), args.profile == "ascertain")
+    observations = consumed(driver, topics.OBSERVATIONS)
+    seconds["aggregate"] = run(driver, "aggregate", batched(observations, args.batch), args.profile == "aggregate")
     gc.callbacks.remove(clock)
-    snapshots = len(produced.out.get(settings.topic(topics.INDICATORS), []))
+    snapshots = len(driver.messages(topics.INDICATORS))
 
     print(f"feed: {feed.events:,} events ({feed.source}), {'containers of 500' if args.containers else '1 per message'}"
           f"; {len(normalised):,} normalised, {len(observations):,} observations, {snapshots:,} snapshots")

@@ -49,6 +49,17 @@ class SlowStage:
     def tick(self, producer: Producer) -> int:
         return 0
 
+    orders_input = False  # the stage contract's ordering hooks: unused
+
+    def set_busy_partitions(self, busy: set[int]) -> None:
+        pass
+
+    def partitions_ahead(self) -> set[int]:
+        return set()
+
+    def commit_offsets(self) -> None:
+        return None
+
 
 def test_consumer_lag_follows_the_backlog(broker_settings: Callable[..., Settings]) -> None:
     settings = broker_settings(batch_size=10, consumer_lag_interval=0.1)
