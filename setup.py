@@ -9,7 +9,8 @@ An editable install (``./run`` for tests and edits) is never compiled: an edit t
 effect at once, and py-spy and cProfile can see every function. A wheel (``pip install .``,
 ``pip wheel .``; ``./run`` builds one for the demo and the benchmarks) is compiled, unless
 ``RWE_PURE_PYTHON=1`` or the machine has no C compiler (with a warning). The wheel also
-carries the top-level ``schemas/`` folder as ``streams/wire/avsc/``.
+carries the top-level ``schemas/`` folder (with the earlier versions in ``history/``) as
+``streams/wire/avsc/``.
 """
 
 import os
@@ -52,10 +53,10 @@ class BuildWithSchemas(build_py):
 
     def run(self) -> None:
         super().run()
-        target = Path(self.build_lib) / "streams" / "wire" / "avsc"
-        target.mkdir(parents=True, exist_ok=True)
-        for schema in (ROOT / "schemas").glob("*.avsc"):
-            shutil.copyfile(schema, target / schema.name)
+        for schema in [*(ROOT / "schemas").glob("*.avsc"), *(ROOT / "schemas").glob("history/*.avsc")]:
+            target = Path(self.build_lib) / "streams" / "wire" / "avsc" / schema.relative_to(ROOT / "schemas")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(schema, target)
 
 
 setup(ext_modules=ext_modules(), cmdclass={"build_py": BuildWithSchemas})

@@ -28,8 +28,9 @@ def test_the_wheel_carries_the_catalogue_and_the_schemas(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
     for path in [*ROOT.glob("streams/catalogue/**/*.toml")]:
         assert str(path.relative_to(ROOT)) in names
-    schemas = {p.name for p in (ROOT / "schemas").glob("*.avsc")}
-    assert schemas and {n.rsplit("/", 1)[-1] for n in names if n.startswith("streams/wire/avsc/")} == schemas
+    schemas = {str(p.relative_to(ROOT / "schemas")) for p in (ROOT / "schemas").glob("**/*.avsc")}
+    bundled = {n.removeprefix("streams/wire/avsc/") for n in names if n.startswith("streams/wire/avsc/")}
+    assert schemas and bundled == schemas
     assert {"agents/normalise.py", "streams/runtime/topology.py"} <= names
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
 
