@@ -114,7 +114,8 @@ class AggregateStage:
         self.in_topic = settings.topic(topics.OBSERVATIONS)
         self.out_topic = settings.topic(topics.INDICATORS)
         self.network_topic = settings.topic(topics.NETWORK)
-        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
+                                             settings.dead_letter_max_bytes)
         self.states: PartitionedState[RollingState] = PartitionedState(
             STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA, lambda: RollingState(catalogue),
             changelog, metrics)

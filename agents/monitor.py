@@ -76,7 +76,8 @@ class MonitorStage:
         self.in_topic = settings.topic(topics.OBSERVATIONS)
         self.activity_topic = settings.topic(topics.SITE_ACTIVITY)
         self.out_topic = settings.topic(topics.ALERTS)
-        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
+                                             settings.dead_letter_max_bytes)
         kinds = {i.id: (i.kind == "continuous", rolling.follow_up_us(i)) for i in catalogue.indicators.values()}
         self.states: PartitionedState[MonitorState] = PartitionedState(
             STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,

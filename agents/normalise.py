@@ -58,7 +58,9 @@ class NormaliseStage:
         self.encoder = encoder
         self.raw_topic = settings.topic(topics.RAW)
         self.out_topic = settings.topic(topics.NORMALISED)
-        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics)
+        self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
+                                             settings.dead_letter_max_bytes)
+        self.max_record_bytes = settings.max_record_bytes
         horizon_us = int(settings.dedupe_horizon * 1_000_000)
         self.stores: PartitionedState[DedupeStore] = PartitionedState(
             STAGE, settings.topic(topics.DEDUPE_CHANGELOG), schemas.DEDUPE_DELTA,
@@ -102,6 +104,11 @@ class NormaliseStage:
             value = msg.value()
             partition, offset = msg.partition() or 0, msg.offset() or 0
             merge.read(partition, offset)
+            if value is not None and len(value) > self.max_record_bytes:
+                events += 1
+                self.dead_letters.send(producer, msg, Rejection(Reason.TOO_LARGE, f"message of {len(value):,} bytes "
+                                       f"(limit {self.max_record_bytes:,})"), value, None)
+                continue
             records = self.dead_letters.decode(producer, msg, self.decoder)
             if records is None:
                 events += 1
@@ -208,7 +215,7 @@ def build(context: StageContext) -> NormaliseStage:
 
     settings = context.settings
     normaliser = ClinicalNormaliser(context.sites, CodeMap.load(), Pseudonymiser(context.key),
-                                    settings.future_tolerance)
+                                    settings.future_tolerance, settings.max_id_length, settings.max_code_length)
     return NormaliseStage(
         settings, normaliser, context.metrics,
         decoder=decoder_for(settings, schemas.CLINICAL_EVENT),

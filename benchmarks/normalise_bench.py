@@ -188,7 +188,7 @@ def start_engine(settings: Settings, workers: int = 1) -> Pipeline:
     for i in range(workers):
         started = tmp / f"started-{i}"
         logf = tmp / f"worker-{i}.log"
-        env = {**os.environ, "PYTHONPATH": str(ROOT), "RWE_MODE": DEV, "RWE_BROKER": settings.broker,
+        env = {**os.environ, "RWE_MODE": DEV, "RWE_BROKER": settings.broker,
                "RWE_TOPIC_PREFIX": PREFIX, "RWE_PARTITIONS": str(PARTITIONS), "RWE_PSEUDONYM_KEY": KEY,
                "RWE_SESSION_TIMEOUT_MS": "6000", "RWE_GROUP_ID": settings.group_id, "RWE_METRICS_PORT": "0",
                "RWE_LOG_LEVEL": "WARNING", "BENCH_STARTED_FILE": str(started)}
@@ -202,7 +202,7 @@ def start_naive(settings: Settings, fetch_wait_ms: int = 10) -> Pipeline:
     tmp = Path(tempfile.mkdtemp(prefix="bench-faust-"))
     started = tmp / "started"
     logf = tmp / "faust.log"
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_BROKER": settings.broker,
+    env = {**os.environ, "BENCH_BROKER": settings.broker,
            "BENCH_APP_ID": f"naive-{uuid.uuid4().hex[:8]}", "BENCH_DATADIR": str(tmp / "data"),
            "BENCH_TOPIC_PREFIX": PREFIX, "BENCH_PARTITIONS": str(PARTITIONS), "BENCH_KEY": KEY,
            "BENCH_STARTED_FILE": str(started), "BENCH_FETCH_WAIT_MS": str(fetch_wait_ms),

@@ -144,7 +144,7 @@ def start_engine(settings: Settings, events: int, expect: int, coalesce: float |
                  min_cell_count: int | None = None, stages: str | None = None) -> Running:
     tmp = Path(tempfile.mkdtemp(prefix="bench-pipeline-"))
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "RWE_MODE": DEV, "RWE_BROKER": settings.broker,
+    env = {**os.environ, "RWE_MODE": DEV, "RWE_BROKER": settings.broker,
            "RWE_TOPIC_PREFIX": nb.PREFIX, "RWE_PARTITIONS": str(nb.PARTITIONS), "RWE_PSEUDONYM_KEY": nb.KEY,
            "RWE_SESSION_TIMEOUT_MS": "6000", "RWE_GROUP_ID": settings.group_id, "RWE_METRICS_PORT": str(port),
            "RWE_LOG_LEVEL": "WARNING", "BENCH_STARTED_FILE": str(tmp / "started"),
@@ -165,7 +165,7 @@ def start_engine(settings: Settings, events: int, expect: int, coalesce: float |
 
 def start_naive(settings: Settings, expect: int) -> Running:
     tmp = Path(tempfile.mkdtemp(prefix="bench-faust-pipeline-"))
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "BENCH_BROKER": settings.broker,
+    env = {**os.environ, "BENCH_BROKER": settings.broker,
            "BENCH_APP_ID": f"naive-pipeline-{uuid.uuid4().hex[:8]}", "BENCH_DATADIR": str(tmp / "data"),
            "BENCH_TOPIC_PREFIX": nb.PREFIX, "BENCH_PARTITIONS": str(nb.PARTITIONS), "BENCH_KEY": nb.KEY,
            "BENCH_STARTED_FILE": str(tmp / "started"), "BENCH_FETCH_WAIT_MS": "10",

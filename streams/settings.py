@@ -82,6 +82,16 @@ class Settings:
                                  "unpacked between batches (more: less CPU, more memory).", default=1000)
     dedupe_horizon: float = _setting("RWE_DEDUPE_HORIZON", "Event-time span over which (site, event id) "
                                      "duplicates are recognised, e.g. 30d.", default=30 * 86400.0)
+    max_record_bytes: int = _setting(
+        "RWE_MAX_RECORD_BYTES", "Largest raw message (one event, or a container of many) the normaliser "
+        "reads; larger ones are dead letters (too_large).", default=1 << 20)
+    max_id_length: int = _setting("RWE_MAX_ID_LENGTH", "Longest event, site, patient, issuer or encounter id "
+                                  "(characters); longer: a dead letter (field_too_long).", default=128)
+    max_code_length: int = _setting("RWE_MAX_CODE_LENGTH", "Longest code, code system, unit or PROM name "
+                                    "(characters); longer: a dead letter (field_too_long).", default=64)
+    dead_letter_max_bytes: int = _setting(
+        "RWE_DEAD_LETTER_MAX_BYTES", "Most bytes of an original record a dead letter keeps; a longer one is "
+        "kept truncated, with its full length and SHA-256.", default=256 << 10)
     future_tolerance: float = _setting("RWE_FUTURE_TOLERANCE", "How far an event may lie after its "
                                        "recorded time, or a record after now (clock skew).", default=3600.0)
     monitor_arl0: float = _setting(
@@ -140,9 +150,13 @@ class Settings:
             raise ConfigError(f"RWE_TOPIC_PREFIX {self.topic_prefix!r} may hold only letters, digits, . _ -")
         for name, minimum in (("partitions", 1), ("replication_factor", 1), ("batch_size", 1),
                               ("min_cell_count", 1), ("session_timeout_ms", 1000),
-                              ("hot_patients", 0)):
+                              ("hot_patients", 0), ("max_record_bytes", 1024), ("max_id_length", 8),
+                              ("max_code_length", 8), ("dead_letter_max_bytes", 1024)):
             if getattr(self, name) < minimum:
                 raise ConfigError(f"{_env_of(name)} must be at least {minimum}, not {getattr(self, name)}")
+        for name, maximum in (("batch_size", 1_000_000), ("session_timeout_ms", 3_600_000)):  # librdkafka's
+            if getattr(self, name) > maximum:
+                raise ConfigError(f"{_env_of(name)} must be at most {maximum:,}, not {getattr(self, name):,}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
         if self.consumer_lag_interval < 0:

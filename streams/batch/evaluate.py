@@ -58,7 +58,7 @@ def evaluate(path: Path, settings: Settings, catalogue: Catalogue | None = None)
     sites = load_sites(settings.sites_file)
     # Pseudonyms never leave this function, so any key will do.
     normaliser = ClinicalNormaliser(sites, CodeMap.load(), Pseudonymiser(secrets.token_bytes(32)),
-                                    settings.future_tolerance)
+                                    settings.future_tolerance, settings.max_id_length, settings.max_code_length)
     dedupe = DedupeStore(int(settings.dedupe_horizon * 1_000_000))
     tracker = OutcomeTracker(catalogue, int(settings.allowed_lateness * 1_000_000))
     result = Evaluation(catalogue.version)

@@ -62,8 +62,10 @@ def replay(settings: Settings, reasons: list[str] | None = None, to_topic: str |
 
     from streams.runtime.runner import producer_config
 
-    letters = [d for d in read_all(settings) if (not reasons or d["reason"] in reasons)
-               and d["original_value"] is not None]
+    chosen = [d for d in read_all(settings) if (not reasons or d["reason"] in reasons)
+              and d["original_value"] is not None]
+    # A truncated original cannot be replayed: it is kept for inspection (length and SHA-256).
+    letters = [d for d in chosen if d.get("original_size") is None]
     if not dry_run:
         producer = Producer(producer_config(settings))
         for d in letters:
@@ -72,5 +74,6 @@ def replay(settings: Settings, reasons: list[str] | None = None, to_topic: str |
         if producer.flush(60):
             raise ConfigError("replay: not every dead letter was delivered within 60 s")
     print(f"{'would replay' if dry_run else 'replayed'} {len(letters)} dead letters"
-          + (f" with reason {', '.join(reasons)}" if reasons else ""))
+          + (f" with reason {', '.join(reasons)}" if reasons else "")
+          + (f"; {len(chosen) - len(letters)} truncated ones not replayable" if len(chosen) > len(letters) else ""))
     return 0

@@ -48,7 +48,11 @@ SETTING_FLAGS = ("broker", "schema_registry_url", "topic_prefix", "partitions", 
 def settings_from(args: argparse.Namespace, env: dict[str, str] | None = None, **extra: Any) -> Settings:
     overrides = {name: getattr(args, name, None) for name in SETTING_FLAGS}
     overrides.update(extra)  # what the command itself fixes (the demo's embedded broker) wins
-    return Settings.from_env(os.environ if env is None else env, **overrides)
+    settings = Settings.from_env(os.environ if env is None else env, **overrides)
+    from streams.runtime.client_check import check_client_config
+
+    check_client_config(settings)  # librdkafka's own check, before any client connects
+    return settings
 
 
 # --------------------------------------------------------------------------- commands
@@ -100,6 +104,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
     context = kafka_context(settings)
     if context.dev_key:
         logging.getLogger("rwe").warning("dev mode: using a throw-away pseudonymisation key")
+    if settings.metrics_port:  # before the broker: a wrong host or port is the first thing to say
+        _serve_metrics(context, settings.metrics_port)
     if args.create_topics:
         create_topics(settings)
     else:
@@ -107,8 +113,6 @@ def cmd_worker(args: argparse.Namespace) -> int:
         if missing:
             raise ConfigError(f"topics missing on {settings.broker}: {', '.join(missing)} "
                               "(run rwe topics create, or pass --create-topics)")
-    if settings.metrics_port:
-        _serve_metrics(context, settings.metrics_port)
     worker = Worker(context, stages)
     worker.start()
     print(f"worker running stages {', '.join(stages)} against {settings.broker}"
@@ -216,10 +220,6 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _serve_metrics(context: Any, port: int) -> None:
-    from streams.embedded.broker import port_in_use
-
-    if port_in_use(port):
-        raise ConfigError(f"metrics port {port} is in use: set RWE_METRICS_PORT (0 turns /metrics off)")
     context.metrics.serve(port, context.settings.metrics_host)
 
 

@@ -33,13 +33,15 @@ class ClinicalNormaliser:
     """Stateless rules; keeps only caches (time-zone offsets, pseudonyms, code lookups)."""
 
     def __init__(self, sites: dict[str, Site], code_map: CodeMap, pseudonymiser: Pseudonymiser,
-                 future_tolerance_s: float) -> None:
+                 future_tolerance_s: float, max_id_length: int = 128, max_code_length: int = 64) -> None:
         self.sites = sites
         self.code_map = code_map
         self.pseudonymiser = pseudonymiser
         self.future_tolerance_us = int(future_tolerance_s * 1_000_000)
         self.clock = LocalTimeConverter()
         self.max_birth_year = datetime.now(UTC).year
+        self.max_id_length = max_id_length
+        self.max_code_length = max_code_length
 
     def normalise(self, event: dict[str, Any], ingest_us: int) -> dict[str, Any]:
         """The NormalisedEvent for ``event`` (plain dicts, timestamps in UTC microseconds)."""
@@ -50,6 +52,7 @@ class ClinicalNormaliser:
             missing = [n for n, v in (("event_id", event_id), ("site_id", site_id),
                                       ("source_patient_id", patient_id)) if not v]
             raise Rejected(Reason.MISSING_FIELD, f"empty {', '.join(missing)}")
+        self._check_lengths(event)
         site = self.sites.get(site_id)
         if site is None:
             raise Rejected(Reason.UNKNOWN_SITE, f"site {site_id!r} is not in the configured site list")
@@ -75,6 +78,9 @@ class ClinicalNormaliser:
                 raise Rejected(exc.reason, exc.message) from None
         elif event_type == "LAB_RESULT" and value is None:
             raise Rejected(Reason.MISSING_VALUE, "lab result without a value")
+        elif value is not None and event_type != "LAB_RESULT":
+            raise Rejected(Reason.UNEXPECTED_VALUE, f"a value on a {event_type.lower()} event, which carries no "
+                           "measurement")
         elif value is not None and not math.isfinite(value):
             raise Rejected(Reason.OUT_OF_RANGE, f"value {value} is not a finite number")
 
@@ -114,6 +120,20 @@ class ClinicalNormaliser:
             "prom": prom,
             "code_map_version": self.code_map.version,
         }
+
+    def _check_lengths(self, event: dict[str, Any]) -> None:
+        """Ids and codes within their limits: a 200 KB id is an attack or a broken feed, not data."""
+        for name in ("event_id", "site_id", "source_patient_id", "patient_id_issuer", "encounter_id"):
+            text = event.get(name)
+            if text is not None and len(text) > self.max_id_length:
+                raise Rejected(Reason.FIELD_TOO_LONG, f"{name} of {len(text)} characters (limit {self.max_id_length})")
+        prom = event.get("prom") or {}
+        for name, text in (("code_system", event.get("code_system")), ("code", event.get("code")),
+                           ("unit", event.get("unit")), ("time_zone", event.get("time_zone")),
+                           ("prom instrument", prom.get("instrument")), ("prom domain", prom.get("domain"))):
+            if text is not None and len(text) > self.max_code_length:
+                raise Rejected(Reason.FIELD_TOO_LONG,
+                               f"{name} of {len(text)} characters (limit {self.max_code_length})")
 
     def _times(self, event: dict[str, Any], ingest_us: int) -> tuple[int, int]:
         zone = event.get("time_zone")

@@ -1,3 +1,4 @@
+# mypyc: compiled (the per-event path: setup.py)
 """The OutcomeObservation record: its statuses, and what makes one usable downstream.
 
 The ascertain stage publishes these records; the aggregate and monitor stages (and any

@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 from streams.clinical.clock import now_us
 from streams.vocabulary.dead_letters import Reason, Rejection
 from streams.wire.formats import DecodeError
 
+MAX_KEY_BYTES = 1024  # a longer original key is kept truncated (keys are ids, not payloads)
+
 
 def dead_letter(rejection: Rejection, stage: str, topic: str, partition: int, offset: int,
                 timestamp_ms: int | None, key: bytes | None, value: bytes | None,
-                site_id: str | None = None) -> dict[str, Any]:
-    """A DeadLetter record (plain dict of ``rwe.events.DeadLetter``)."""
+                site_id: str | None = None, max_bytes: int = 256 << 10) -> dict[str, Any]:
+    """A DeadLetter record (plain dict of ``rwe.events.DeadLetter``). An original value over
+    ``max_bytes`` is kept truncated with its full length and SHA-256, so that the letter
+    itself fits the broker's message limit: otherwise the record that could not be accepted
+    would also stop the dead-letter topic, and the worker with it."""
+    size = digest = None
+    if value is not None and len(value) > max_bytes:
+        size, digest = len(value), hashlib.sha256(value).hexdigest()
+        value = value[:max_bytes]
     return {
         "reason": rejection.reason,
         "message": rejection.message,
@@ -21,18 +31,21 @@ def dead_letter(rejection: Rejection, stage: str, topic: str, partition: int, of
         "source_partition": partition,
         "source_offset": offset,
         "source_timestamp": timestamp_ms,
-        "original_key": key,
+        "original_key": key[:MAX_KEY_BYTES] if key is not None else None,
         "original_value": value,
         "site_id": site_id,
         "failed_at": now_us(),
+        "original_size": size,
+        "original_sha256": digest,
     }
 
 
 class DeadLetterWriter:
     """Sends a stage's rejected records to the dead-letter topic and counts them."""
 
-    def __init__(self, stage: str, topic: str, encoder: Any, metrics: Any) -> None:
+    def __init__(self, stage: str, topic: str, encoder: Any, metrics: Any, max_bytes: int = 256 << 10) -> None:
         self.stage = stage
+        self.max_bytes = max_bytes
         self.topic = topic
         self.encoder = encoder
         self.metrics = metrics
@@ -55,7 +68,7 @@ class DeadLetterWriter:
         known_site = site_id if site_id in self.metrics.sites else None
         timestamp_type, timestamp = msg.timestamp()
         letter = dead_letter(rejection, self.stage, msg.topic() or "", msg.partition() or 0, msg.offset() or 0,
-                             timestamp if timestamp_type else None, msg.key(), original, known_site)
+                             timestamp if timestamp_type else None, msg.key(), original, known_site, self.max_bytes)
         key = f"{letter['source_topic']}/{letter['source_partition']}/{letter['source_offset']}".encode()
         producer.produce(self.topic, value=self.encoder.encode(letter), key=key)
         self.metrics.dead_letters.labels(self.stage, rejection.reason, self.metrics.site_label(site_id)).inc()

@@ -8,12 +8,16 @@ encounter id.
 from __future__ import annotations
 
 import bisect
+import errno
 import gc
+import time
 from collections.abc import Iterable, Iterator
 from wsgiref.simple_server import WSGIServer
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Metric, start_http_server
 from prometheus_client.registry import RestrictedRegistry
+
+from streams.errors import ConfigError
 
 # Millisecond-scale stage latencies: loopback Kafka round trips are ~5-80 ms.
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -72,10 +76,25 @@ class EngineMetrics:
     def site_label(self, site_id: str | None) -> str:
         return site_id if site_id in self.sites else OTHER_SITE
 
-    def serve(self, port: int, addr: str = "127.0.0.1") -> WSGIServer:
-        """Expose /metrics on ``addr:port`` in a daemon thread; ``shutdown()`` the result to stop."""
-        server, _thread = start_http_server(port, addr=addr, registry=ScrapeRegistry(self.registry))
-        return server
+    def serve(self, port: int, addr: str = "127.0.0.1", retry_seconds: float = 10.0) -> WSGIServer:
+        """Expose /metrics on ``addr:port`` in a daemon thread; ``shutdown()`` the result to stop.
+
+        A port still held (a crashed worker's socket not yet released, its successor started
+        at once) is tried again for ``retry_seconds``; a host that cannot be listened on, or a
+        port that stays taken, is a ConfigError naming the setting."""
+        deadline = time.monotonic() + retry_seconds
+        while True:
+            try:
+                server, _thread = start_http_server(port, addr=addr, registry=ScrapeRegistry(self.registry))
+                return server
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise ConfigError(f"RWE_METRICS_HOST {addr!r}: cannot listen there "
+                                      f"({exc.strerror or exc})") from None
+                if time.monotonic() >= deadline:
+                    raise ConfigError(f"RWE_METRICS_PORT {port} is in use (set another port; 0 turns /metrics "
+                                      "off)") from None
+                time.sleep(0.5)
 
 
 class ScrapeRegistry(CollectorRegistry):

@@ -21,9 +21,13 @@ from collections.abc import Callable, Sequence
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from streams.errors import BrokerUnavailable
+from streams.runtime import topics
 from streams.runtime.metrics import EngineMetrics
+from streams.runtime.output import StageOutput
 from streams.runtime.stage import Stage
 from streams.settings import Settings
+from streams.wire import schemas
+from streams.wire.registry import encoder_for
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +74,11 @@ class StageRunner:
         self.assigned = threading.Event()
         self._paused: set[int] = set()
         self._start_offsets: dict[int, int] = {}
-        self.producer = Producer(producer_config(settings, **{"client.id": f"rwe-{stage.name}"}))
+        dlq = settings.topic(topics.DLQ)
+        self.output = StageOutput(producer_config(settings, **{"client.id": f"rwe-{stage.name}"}), stage.name, dlq,
+                                  encoder_for(settings, schemas.DEAD_LETTER, dlq), metrics,
+                                  settings.dead_letter_max_bytes)
+        self.producer = self.output.producer
         lag: dict[str, object] = {}
         if settings.consumer_lag_interval:
             # librdkafka computes the lag itself from fetch responses and commits: no extra
@@ -97,6 +105,7 @@ class StageRunner:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         if self._held:  # what this worker has made durable is not replayed by the next owner
             _flush(self.producer)
+            self.output.raise_undelivered()
             self.commit_held()
         ids = [tp.partition for tp in partitions]
         self.metrics.rebalances.labels(self.stage.name, "revoke").inc()
@@ -248,16 +257,17 @@ def run_round(runners: Sequence[StageRunner], wait: float) -> int:
     for runner in runners:
         good = runner.take(wait)
         started = time.perf_counter()
-        events = runner.stage.process(good, runner.producer) if good else 0
-        ticked = runner.stage.tick(runner.producer)
+        events = runner.stage.process(good, runner.output) if good else 0
+        ticked = runner.stage.tick(runner.output)
         rounds.append((runner, good, events, started, bool(good) or ticked > 0))
     for runner, _good, _events, _started, busy in rounds:
         if busy or runner._held:
             _flush(runner.producer)  # this round's outputs and the last round's state changes
+            runner.output.raise_undelivered()
             runner.commit_held()
     for runner, good, events, started, busy in rounds:
         if busy:
-            runner.stage.checkpoint(runner.producer)
+            runner.stage.checkpoint(runner.output)
             runner.hold_commit()
             if good:
                 runner._done(good, events, started)

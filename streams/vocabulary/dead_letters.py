@@ -27,7 +27,11 @@ class Reason(StrEnum):
     UNIT_UNCONVERTIBLE = "unit_unconvertible"  # a unit the catalogue cannot convert to the canonical one
     OUT_OF_RANGE = "out_of_range"              # a value outside the physiological range
     DUPLICATE_CONFLICT = "duplicate_conflict"  # an accepted event id resent with different content
+    TOO_LARGE = "too_large"                    # a message over RWE_MAX_RECORD_BYTES
+    FIELD_TOO_LONG = "field_too_long"          # an id over RWE_MAX_ID_LENGTH, a code or unit over RWE_MAX_CODE_LENGTH
+    UNEXPECTED_VALUE = "unexpected_value"      # a value on an event that carries no measurement
     INVALID_OBSERVATION = "invalid_observation"  # an OutcomeObservation the later stages cannot use
+    UNPUBLISHABLE = "unpublishable"            # an output the broker refused (too large, invalid): kept here
 
 
 @dataclass(frozen=True, slots=True)

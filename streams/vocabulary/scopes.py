@@ -1,3 +1,4 @@
+# mypyc: compiled (the per-event path: setup.py)
 """The scopes an indicator is aggregated over, from one site to the whole network."""
 
 from typing import Final

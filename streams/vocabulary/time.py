@@ -1,3 +1,4 @@
+# mypyc: compiled (the per-event path: setup.py)
 """Time units: the engine keeps every instant and duration in integer microseconds (UTC).
 
 Literal values, so that mypyc inlines them into the compiled modules that import them.

@@ -55,6 +55,17 @@ def test_help_everywhere(command: str) -> None:
     (["calibrate", "--observations", "x.avro", "--indicator", "nope"], {}, "unknown indicator 'nope'"),
     (["calibrate", "--topic", "outcomes.observations", "--broker", "127.0.0.1:1"], {},
      "cannot reach the broker at 127.0.0.1:1"),
+    # Settings librdkafka would refuse deep inside a stage, named the way the user set them.
+    (["worker", "--dev"], {"RWE_SESSION_TIMEOUT_MS": "999999999"}, "RWE_SESSION_TIMEOUT_MS must be at most"),
+    (["worker", "--dev"], {"RWE_BATCH_SIZE": "2000000"}, "RWE_BATCH_SIZE must be at most 1,000,000"),
+    (["worker", "--dev"], {"RWE_KAFKA_NO_SUCH_PROPERTY": "1"}, "RWE_KAFKA_NO_SUCH_PROPERTY='1': No such"),
+    (["worker", "--dev"], {"RWE_KAFKA_SECURITY_PROTOCOL": "carrier-pigeon"},
+     "RWE_KAFKA_SECURITY_PROTOCOL='carrier-pigeon': Invalid value"),
+    (["worker", "--dev"], {"RWE_KAFKA_SASL_JAAS_CONFIG": "org.apache.kafka... required;"},
+     "RWE_KAFKA_SASL_JAAS_CONFIG: sasl.jaas.config is a Java client setting"),
+    (["worker", "--dev", "--broker", "127.0.0.1:1"], {"RWE_METRICS_HOST": "999.1.1.1"},
+     "RWE_METRICS_HOST '999.1.1.1': cannot listen there"),
+    (["alerts", "--dev"], {"RWE_KAFKA_FETCH_WAIT_MAX_MS": "-5"}, "RWE_KAFKA_FETCH_WAIT_MAX_MS='-5'"),
 ])
 def test_user_errors_are_one_line(args: list[str], env: dict[str, str], needle: str) -> None:
     result = rwe(*args, env=env)

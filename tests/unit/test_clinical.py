@@ -73,6 +73,16 @@ def test_lab_value_is_converted_to_the_canonical_unit(normaliser: ClinicalNormal
     ({"event_type": "PROM_RESPONSE", "prom": {"instrument": "EPIC-26", "domain": "urinary_incontinence",
                                               "score": 140.0}}, "out_of_range"),
     ({"birth_year": 1700}, "out_of_range"),
+    # Input limits (RWE_MAX_ID_LENGTH 128, RWE_MAX_CODE_LENGTH 64 by default).
+    ({"event_id": "e" * 129}, "field_too_long"),
+    ({"source_patient_id": "p" * 200_000}, "field_too_long"),
+    ({"encounter_id": "x" * 129}, "field_too_long"),
+    ({"code": "I50." + "9" * 100}, "field_too_long"),
+    ({"event_type": "PROM_RESPONSE", "prom": {"instrument": "E" * 65, "domain": "d", "score": 1.0}},
+     "field_too_long"),
+    ({"encounter_id": "  "}, "missing_field"),
+    ({"value": -3.0}, "unexpected_value"),  # an admission carries no measurement
+    ({"event_type": "DIAGNOSIS", "value": 1.0}, "unexpected_value"),
 ])
 def test_rejections_have_stable_reasons(normaliser: ClinicalNormaliser, overrides: dict[str, Any],
                                         reason: str) -> None:
