@@ -44,7 +44,7 @@ from streams.indicators import rolling
 from streams.indicators.rolling import RollingState
 from streams.outcomes.record import EXCLUDED, STATUSES, SUPERSEDED, problem
 from streams.runtime import topics
-from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.dead_letters import DeadLetterWriter, seal_from
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.stage import StageContext
 from streams.settings import Settings
@@ -115,7 +115,7 @@ class AggregateStage:
         self.out_topic = settings.topic(topics.INDICATORS)
         self.network_topic = settings.topic(topics.NETWORK)
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
-                                             settings.dead_letter_max_bytes)
+                                             settings.dead_letter_max_bytes, seal_from(settings.dead_letter_secret()))
         self.states: PartitionedState[RollingState] = PartitionedState(
             STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA, lambda: RollingState(catalogue),
             changelog, metrics)

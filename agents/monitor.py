@@ -36,7 +36,7 @@ from streams.monitoring.partition_monitor import MonitorConfig, MonitorState
 from streams.monitoring.readings import MonitorReading
 from streams.outcomes.record import FINAL, OPEN, problem
 from streams.runtime import topics
-from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.dead_letters import DeadLetterWriter, seal_from
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.stage import StageContext
 from streams.settings import Settings
@@ -77,7 +77,7 @@ class MonitorStage:
         self.activity_topic = settings.topic(topics.SITE_ACTIVITY)
         self.out_topic = settings.topic(topics.ALERTS)
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
-                                             settings.dead_letter_max_bytes)
+                                             settings.dead_letter_max_bytes, seal_from(settings.dead_letter_secret()))
         kinds = {i.id: (i.kind == "continuous", rolling.follow_up_us(i)) for i in catalogue.indicators.values()}
         self.states: PartitionedState[MonitorState] = PartitionedState(
             STAGE, settings.topic(topics.MONITOR_CHANGELOG), schemas.MONITOR_DELTA,

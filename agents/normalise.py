@@ -27,7 +27,7 @@ from streams.clinical.normaliser import ClinicalNormaliser
 from streams.clinical.pseudonym import Pseudonymiser
 from streams.monitoring.feed_health import SiteActivityCounter
 from streams.runtime import topics
-from streams.runtime.dead_letters import DeadLetterWriter
+from streams.runtime.dead_letters import DeadLetterWriter, seal_from
 from streams.runtime.metrics import EngineMetrics, observe_many
 from streams.runtime.stage import StageContext
 from streams.settings import Settings
@@ -59,7 +59,7 @@ class NormaliseStage:
         self.raw_topic = settings.topic(topics.RAW)
         self.out_topic = settings.topic(topics.NORMALISED)
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
-                                             settings.dead_letter_max_bytes)
+                                             settings.dead_letter_max_bytes, seal_from(settings.dead_letter_secret()))
         self.max_record_bytes = settings.max_record_bytes
         horizon_us = int(settings.dedupe_horizon * 1_000_000)
         self.stores: PartitionedState[DedupeStore] = PartitionedState(

@@ -60,6 +60,15 @@ class Settings:
     pseudonym_key_file: Path | None = _setting(
         "RWE_PSEUDONYM_KEY_FILE", "File holding the pseudonymisation key (e.g. a mounted secret).",
         default=None)
+    dead_letter_encryption: str = _setting(
+        "RWE_DEAD_LETTER_ENCRYPTION", "Seal dead letters' original bytes (they hold patient identifiers) with "
+        "AES-256-GCM: on, off, or auto (on in production, off in dev). Reasons and counts stay readable.",
+        default="auto")
+    dead_letter_key: str | None = _setting(
+        "RWE_DEAD_LETTER_KEY", "Secret (>= 32 chars) the dead-letter sealing key is derived from; "
+        "rwe dlq replay needs it.", secret=True, default=None, repr=False)
+    dead_letter_key_file: Path | None = _setting(
+        "RWE_DEAD_LETTER_KEY_FILE", "File holding that secret (e.g. a mounted secret).", default=None)
     sites_file: Path | None = _setting("RWE_SITES_FILE", "TOML list of sites with region, country and "
                                        "time zone; default: the demo network.", default=None)
     group_id: str = _setting("RWE_GROUP_ID", "Consumer group of the engine's workers.", default="rwe-engine")
@@ -175,6 +184,9 @@ class Settings:
         for name in ("monitor_warmup", "monitor_resolve_after", "feed_bucket", "feed_silence", "snapshot_interval"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{_env_of(name)} must be positive, not {getattr(self, name)}")
+        if self.dead_letter_encryption not in ("auto", "on", "off"):
+            raise ConfigError("RWE_DEAD_LETTER_ENCRYPTION must be auto, on or off, not "
+                              f"{self.dead_letter_encryption!r}")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:
             raise ConfigError("RWE_PSEUDONYM_KEY must be at least 32 characters")
 
@@ -198,6 +210,24 @@ class Settings:
             return secrets.token_hex(32).encode(), True
         raise ConfigError("no pseudonymisation key: set RWE_PSEUDONYM_KEY or RWE_PSEUDONYM_KEY_FILE "
                           "(or RWE_MODE=dev for a throw-away key)")
+
+    def dead_letter_secret(self) -> bytes | None:
+        """The secret dead letters are sealed with, or None when sealing is off (dev by default)."""
+        if self.dead_letter_encryption == "off" or (self.dead_letter_encryption == "auto" and self.mode == DEV):
+            return None
+        if self.dead_letter_key:
+            key = self.dead_letter_key
+        elif self.dead_letter_key_file:
+            try:
+                key = Path(self.dead_letter_key_file).read_text().strip()
+            except OSError as exc:
+                raise ConfigError(f"RWE_DEAD_LETTER_KEY_FILE {self.dead_letter_key_file}: {exc.strerror}") from None
+        else:
+            raise ConfigError("dead letters are sealed (RWE_DEAD_LETTER_ENCRYPTION, on in production): set "
+                              "RWE_DEAD_LETTER_KEY or RWE_DEAD_LETTER_KEY_FILE, or RWE_DEAD_LETTER_ENCRYPTION=off")
+        if len(key) < 32:
+            raise ConfigError("the dead-letter key (RWE_DEAD_LETTER_KEY or _FILE) must be at least 32 characters")
+        return key.encode()
 
     def topic(self, name: str) -> str:
         """Full name of an engine topic, e.g. ``events.raw`` -> ``rwe.events.raw``."""

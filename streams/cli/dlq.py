@@ -60,10 +60,19 @@ def replay(settings: Settings, reasons: list[str] | None = None, to_topic: str |
     """Send dead letters' original bytes back to their source topic (after a fix)."""
     from confluent_kafka import Producer
 
+    from streams.runtime.dead_letters import DeadLetterSeal
     from streams.runtime.runner import producer_config
 
     chosen = [d for d in read_all(settings) if (not reasons or d["reason"] in reasons)
               and d["original_value"] is not None]
+    if any(d.get("sealed") for d in chosen):
+        secret = settings.with_(dead_letter_encryption="on").dead_letter_secret()
+        assert secret is not None
+        seal = DeadLetterSeal(secret)
+        try:
+            chosen = [seal.open(d) for d in chosen]
+        except ValueError as exc:
+            raise ConfigError(f"replay: {exc}") from None
     # A truncated original cannot be replayed: it is kept for inspection (length and SHA-256).
     letters = [d for d in chosen if d.get("original_size") is None]
     if not dry_run:

@@ -23,7 +23,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Producer
 
 from streams.errors import BrokerUnavailable
-from streams.runtime.dead_letters import dead_letter
+from streams.runtime.dead_letters import DeadLetterSeal, dead_letter
 from streams.runtime.metrics import EngineMetrics
 from streams.vocabulary.dead_letters import Reason, Rejection
 
@@ -37,7 +37,8 @@ class StageOutput:
     """A stage's producer with the guards above; also the producer's delivery-report callback."""
 
     def __init__(self, config: dict[str, object], stage: str, dlq_topic: str, dlq_encoder: Any,
-                 metrics: EngineMetrics, max_bytes: int) -> None:
+                 metrics: EngineMetrics, max_bytes: int, seal: DeadLetterSeal | None = None) -> None:
+        self.seal = seal
         self.producer = Producer({**config, "on_delivery": self.on_delivery, "delivery.report.only.error": True})
         self.stage = stage
         self.dlq_topic = dlq_topic
@@ -85,6 +86,7 @@ class StageOutput:
         log.error("%s: the broker refused a record of %d bytes for %s (%s); it is a dead letter", self.stage, size,
                   topic, why)
         letter = dead_letter(Rejection(Reason.UNPUBLISHABLE, f"{size:,} bytes for {topic} refused: {why}"),
-                             self.stage, topic, max(partition, 0), -1, None, key, value, None, self.max_bytes)
+                             self.stage, topic, max(partition, 0), -1, None, key, value, None, self.max_bytes,
+                             self.seal)
         self.producer.produce(self.dlq_topic, value=self.dlq_encoder.encode(letter), key=f"{topic}/refused".encode())
         self.metrics.dead_letters.labels(self.stage, Reason.UNPUBLISHABLE, self.metrics.site_label(None)).inc()

@@ -22,6 +22,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Produ
 
 from streams.errors import BrokerUnavailable
 from streams.runtime import topics
+from streams.runtime.dead_letters import seal_from
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.output import StageOutput
 from streams.runtime.stage import Stage
@@ -77,7 +78,7 @@ class StageRunner:
         dlq = settings.topic(topics.DLQ)
         self.output = StageOutput(producer_config(settings, **{"client.id": f"rwe-{stage.name}"}), stage.name, dlq,
                                   encoder_for(settings, schemas.DEAD_LETTER, dlq), metrics,
-                                  settings.dead_letter_max_bytes)
+                                  settings.dead_letter_max_bytes, seal_from(settings.dead_letter_secret()))
         self.producer = self.output.producer
         lag: dict[str, object] = {}
         if settings.consumer_lag_interval:
