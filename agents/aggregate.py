@@ -36,7 +36,7 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 from prometheus_client import CollectorRegistry, Counter
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
@@ -47,6 +47,7 @@ from streams.runtime import topics
 from streams.runtime.dead_letters import DeadLetterWriter, seal_from
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.stage import StageContext
+from streams.runtime.unordered import UnorderedInput
 from streams.settings import Settings
 from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
@@ -94,7 +95,7 @@ def _content(snapshot: dict[str, Any]) -> tuple[Any, ...]:
     return tuple(v for k, v in snapshot.items() if k != "as_of")
 
 
-class AggregateStage:
+class AggregateStage(UnorderedInput):
     """Rolling indicators as a batch stage of :class:`streams.runtime.runner.StageRunner`."""
 
     name = STAGE
@@ -133,18 +134,6 @@ class AggregateStage:
                           for i in catalogue.indicators for s in (*STATUSES, "SUPERSEDED")}
 
     # --- partition ownership -------------------------------------------------
-    # --- the stage contract's ordering hooks: not used by this stage ----------
-    orders_input = False
-
-    def set_busy_partitions(self, busy: set[int]) -> None:
-        pass
-
-    def partitions_ahead(self) -> set[int]:
-        return set()
-
-    def commit_offsets(self) -> list[TopicPartition] | None:
-        return None
-
     def input_topics(self) -> list[str]:
         return [self.in_topic]
 

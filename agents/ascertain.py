@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
 from streams.catalogue.sites import Site
@@ -24,6 +24,7 @@ from streams.runtime import topics
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.partitioning import partition_for
 from streams.runtime.stage import StageContext
+from streams.runtime.unordered import UnorderedInput
 from streams.settings import Settings
 from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
@@ -35,7 +36,7 @@ STAGE = "ascertain"
 DELTA_SCHEMA = schemas.ASCERTAIN_DELTA
 
 
-class AscertainStage:
+class AscertainStage(UnorderedInput):
     name = STAGE
 
     def __init__(self, settings: Settings, catalogue: Catalogue, sites: dict[str, Site], metrics: EngineMetrics,
@@ -62,18 +63,6 @@ class AscertainStage:
         self._watermark = m.watermark.labels(STAGE)
         self._partition_of: dict[str, int] = {}
         self._observed: dict[tuple[str, str], Any] = {}
-
-    # --- the stage contract's ordering hooks: not used by this stage ----------
-    orders_input = False
-
-    def set_busy_partitions(self, busy: set[int]) -> None:
-        pass
-
-    def partitions_ahead(self) -> set[int]:
-        return set()
-
-    def commit_offsets(self) -> list[TopicPartition] | None:
-        return None
 
     def input_topics(self) -> list[str]:
         return [self.in_topic]

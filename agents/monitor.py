@@ -26,7 +26,7 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
-from confluent_kafka import Message, Producer, TopicPartition
+from confluent_kafka import Message, Producer
 
 from streams.catalogue.definitions import Catalogue, load_catalogue
 from streams.clinical.clock import now_us
@@ -39,6 +39,7 @@ from streams.runtime import topics
 from streams.runtime.dead_letters import DeadLetterWriter, seal_from
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.stage import StageContext
+from streams.runtime.unordered import UnorderedInput
 from streams.settings import Settings
 from streams.state.changelog import ChangelogSource
 from streams.state.partitioned import PartitionedState
@@ -57,7 +58,7 @@ def monitor_config(settings: Settings) -> MonitorConfig:
                          cell_rounding=settings.cell_rounding)
 
 
-class MonitorStage:
+class MonitorStage(UnorderedInput):
     """Sequential monitors and the alert lifecycle as a batch stage of :class:`streams.runtime.runner.StageRunner`."""
 
     name = STAGE
@@ -90,18 +91,6 @@ class MonitorStage:
         self._events_out = metrics.events_out.labels(STAGE)
 
     # --- partition ownership -------------------------------------------------
-    # --- the stage contract's ordering hooks: not used by this stage ----------
-    orders_input = False
-
-    def set_busy_partitions(self, busy: set[int]) -> None:
-        pass
-
-    def partitions_ahead(self) -> set[int]:
-        return set()
-
-    def commit_offsets(self) -> list[TopicPartition] | None:
-        return None
-
     def input_topics(self) -> list[str]:
         return [self.in_topic, self.activity_topic]
 

@@ -14,13 +14,14 @@ from helpers import wait_for
 
 from streams.runtime.metrics import EngineMetrics
 from streams.runtime.runner import StageRunner, producer_config, run_round
+from streams.runtime.unordered import UnorderedInput
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 BACKLOG = 300
 
 
-class SlowStage:
+class SlowStage(UnorderedInput):
     """Reads batches of 10 at ~20 batches/s: slow enough to watch the lag fall."""
 
     name = "slow"
@@ -49,16 +50,6 @@ class SlowStage:
     def tick(self, producer: Producer) -> int:
         return 0
 
-    orders_input = False  # the stage contract's ordering hooks: unused
-
-    def set_busy_partitions(self, busy: set[int]) -> None:
-        pass
-
-    def partitions_ahead(self) -> set[int]:
-        return set()
-
-    def commit_offsets(self) -> None:
-        return None
 
 
 def test_consumer_lag_follows_the_backlog(broker_settings: Callable[..., Settings]) -> None:

@@ -15,6 +15,7 @@ from streams.runtime import topics
 from streams.runtime.runner import StageRunner, consumer_config, run_round
 from streams.runtime.stage import StageContext
 from streams.runtime.topics import create_topics
+from streams.runtime.unordered import UnorderedInput
 from streams.runtime.worker import kafka_context
 from streams.settings import Settings
 from streams.wire import formats as wire
@@ -57,13 +58,11 @@ def test_records_of_1_and_10_mib_are_dead_letters_and_the_worker_goes_on(
     assert sorted(e["event_id"] for e in normalised) == sorted(f"v{i}" for i in range(50))
 
 
-class OversizedOutputStage:
+class OversizedOutputStage(UnorderedInput):
     """Publishes, for every input record, one output the broker's 1,000,000-byte limit refuses
     and one it takes."""
 
     name = "oversized"
-    orders_input = False
-
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.read = 0
@@ -90,14 +89,6 @@ class OversizedOutputStage:
     def checkpoint(self, producer: Any) -> bool:
         return False
 
-    def set_busy_partitions(self, busy: set[int]) -> None:
-        pass
-
-    def partitions_ahead(self) -> set[int]:
-        return set()
-
-    def commit_offsets(self) -> None:
-        return None
 
 
 def test_an_output_the_broker_refuses_is_a_dead_letter_and_the_round_commits(
