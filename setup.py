@@ -52,6 +52,9 @@ class BuildWithSchemas(build_py):
     """Copies the Avro schemas into the package, where streams.wire.schemas finds them in a wheel."""
 
     def run(self) -> None:
+        # An in-tree build reuses build/lib: a module deleted or moved since would ship again.
+        for package in ("streams", "agents"):
+            shutil.rmtree(Path(self.build_lib) / package, ignore_errors=True)
         super().run()
         for schema in [*(ROOT / "schemas").glob("*.avsc"), *(ROOT / "schemas").glob("history/*.avsc")]:
             target = Path(self.build_lib) / "streams" / "wire" / "avsc" / schema.relative_to(ROOT / "schemas")

@@ -1,8 +1,9 @@
-"""Batch evaluation: the same indicators from an Avro event file, with no broker.
+"""Batch evaluation: the stream's indicators from an Avro event file, with no broker.
 
-A separate driver over the same pure rules as the stream: normalisation
-(streams.clinical.normaliser), deduplication (streams.state.dedupe), outcome tracking
-(streams.outcomes.tracker) and aggregation. Events are taken in file order, as one partition.
+Not a second implementation of the rules: the file's events go through the topology's
+own stages (normalise, ascertain, aggregate) on the in-memory driver
+(:mod:`streams.runtime.memory`), keyed by site like a hospital producer's, so the
+observations and snapshots are the ones the stream publishes for the same events.
 """
 
 from __future__ import annotations
@@ -11,28 +12,22 @@ import csv
 import hashlib
 import io
 import json
-import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streams.catalogue.definitions import Catalogue, load_catalogue
-from streams.catalogue.sites import load_sites
 from streams.clinical.clock import now_us
-from streams.clinical.codes import CodeMap
-from streams.clinical.normaliser import ClinicalNormaliser
-from streams.clinical.pseudonym import Pseudonymiser
 from streams.errors import ConfigError
-from streams.outcomes.tracker import LATE, OutcomeTracker, observation_record
+from streams.runtime import topics
+from streams.runtime.memory import InMemoryDriver, ManualClock
 from streams.runtime.producer import read_events
-from streams.settings import Settings
-from streams.state.dedupe import NEW, DedupeStore, content_digest
-from streams.vocabulary.dead_letters import Reason, Rejected
+from streams.settings import DEV, Settings
 from streams.wire import schemas
 from streams.wire.writer import write_container
 
-COLLECT_EVERY = 2000  # events between evaluations, like a stream batch: keeps wake-up sets small
+STAGES = ("normalise", "ascertain", "aggregate")
+CHUNK = 20_000  # events piped in before the stages run: bounds what waits on the in-memory topics
 
 
 @dataclass
@@ -45,6 +40,7 @@ class Evaluation:
     rejected: Counter[str] = field(default_factory=Counter)
     watermark: int = 0
     observations: dict[str, dict[str, Any]] = field(default_factory=dict)
+    snapshots: list[dict[str, Any]] = field(default_factory=list)  # latest per key, disclosure-controlled
 
     def summary(self) -> dict[str, Any]:
         return {"catalogue_version": self.catalogue_version, "events": self.events, "accepted": self.accepted,
@@ -52,44 +48,39 @@ class Evaluation:
                 "watermark_us": self.watermark}
 
 
-def evaluate(path: Path, settings: Settings, catalogue: Catalogue | None = None) -> Evaluation:
-    """Observations (final state per observation id) of every indicator in the file's events."""
-    catalogue = catalogue or load_catalogue()
-    sites = load_sites(settings.sites_file)
-    # Pseudonyms never leave this function, so any key will do.
-    normaliser = ClinicalNormaliser(sites, CodeMap.load(), Pseudonymiser(secrets.token_bytes(32)),
-                                    settings.future_tolerance, settings.max_id_length, settings.max_code_length)
-    dedupe = DedupeStore(int(settings.dedupe_horizon * 1_000_000))
-    tracker = OutcomeTracker(catalogue, int(settings.allowed_lateness * 1_000_000))
-    result = Evaluation(catalogue.version)
-    ingest = now_us()
+def evaluate(path: Path, settings: Settings) -> Evaluation:
+    """Observations (latest record per observation id) and indicator snapshots (latest per key)
+    of the file's events, as the stream publishes them."""
+    from streams.catalogue.definitions import load_catalogue
 
-    def collect(final: bool = False) -> None:
-        for obs in (tracker.flush_all() if final else tracker.collect()):
-            result.observations[obs.observation_id] = observation_record(obs, catalogue, sites)
-
-    for raw in read_events(path):
+    # Pseudonyms never leave this function: dev mode's throw-away key will do.
+    driver = InMemoryDriver(settings.with_(mode=DEV, dead_letter_encryption="off"), STAGES,
+                            ManualClock(now_us=now_us()))
+    result = Evaluation(load_catalogue().version)
+    chunk: list[dict[str, Any]] = []
+    for event in read_events(path):
         result.events += 1
-        try:
-            event = normaliser.normalise(raw, ingest)
-        except Rejected as exc:
-            result.rejected[exc.rejection.reason] += 1
-            continue
-        verdict = dedupe.check(event["site_id"], event["event_id"], event["event_time"], content_digest(raw))
-        if verdict is not NEW:
-            if verdict == "conflict":
-                result.rejected[Reason.DUPLICATE_CONFLICT] += 1
-            else:
-                result.duplicates += 1
-            continue
-        result.accepted += 1
-        if tracker.add(event) is LATE:
-            result.late += 1
-        if result.events % COLLECT_EVERY == 0:
-            collect()
-            dedupe.evict()
-    collect(final=True)
-    result.watermark = tracker.watermark
+        chunk.append(event)
+        if len(chunk) >= CHUNK:
+            driver.pipe_events(chunk)
+            driver.run()
+            chunk = []
+    driver.pipe_events(chunk)
+    driver.run()
+    driver.advance(settings.snapshot_interval)  # the aggregate's last coalesced snapshots
+    result.observations = {r["observation_id"]: r
+                           for r in driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)}
+    latest = driver.latest(topics.INDICATORS, schemas.INDICATOR_SNAPSHOT)
+    result.snapshots = [latest[k] for k in sorted(latest)]
+    result.rejected = Counter(d["reason"] for d in driver.dead_letters())
+    result.accepted = len(driver.messages(topics.NORMALISED))
+    registry = driver.context.metrics.registry
+    result.duplicates = int(sum(s.value for m in registry.collect() if m.name == "rwe_duplicates"
+                                for s in m.samples if s.name == "rwe_duplicates_total"
+                                and s.labels.get("stage") == "normalise"))
+    result.late = int(registry.get_sample_value("rwe_late_events_total", {"stage": "ascertain"}) or 0)
+    result.watermark = round((registry.get_sample_value("rwe_event_time_watermark_seconds",
+                                                        {"stage": "ascertain"}) or 0) * 1e6)
     return result
 
 

@@ -192,7 +192,6 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.batch.evaluate import evaluate, write_avro, write_csv, write_json
-    from streams.batch.snapshots import snapshots_for
 
     settings = settings_from(args, mode=DEV)
     if args.format == "avro" and not args.out:
@@ -202,7 +201,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         written = write_avro(result, Path(args.out))
         print(f"{result.events} events, {result.accepted} accepted, {written} observations -> {args.out}")
         return 0
-    snapshots = snapshots_for(result, settings)
+    snapshots = result.snapshots
     text = write_json(result, snapshots) if args.format == "json" else write_csv(snapshots)
     if args.out:
         Path(args.out).write_text(text)

@@ -146,6 +146,7 @@ class InMemoryDriver:
                                     dev_key=dev_key)
         self.stages: dict[str, Stage] = {name: build_stage(name, self.context) for name in self.stage_names}
         self._positions: dict[tuple[str, str, int], int] = {}  # (stage, topic, partition) -> next offset
+        self._paused: dict[str, set[int]] = {}  # stage -> input partitions it asked to pause (far ahead)
         every = list(range(self.settings.partitions))
         for stage in self.stages.values():
             stage.assign(every)
@@ -195,6 +196,8 @@ class InMemoryDriver:
                 stage.set_busy_partitions(self._unread_partitions(name, stage))
             events = stage.process(batch, self.producer) if batch else 0
             ticked = stage.tick(self.producer)
+            if stage.orders_input:  # as the runner paces: what the merge holds stays bounded
+                self._paused[name] = stage.partitions_ahead()
             read += events
             if batch or ticked:
                 active.append(stage)
@@ -205,8 +208,10 @@ class InMemoryDriver:
 
     def _take(self, name: str, stage: Stage) -> list[MemoryMessage]:
         """Up to a batch of unread records, interleaved across the stage's input partitions."""
+        paused = self._paused.get(name, set())
         queues = [(records, self._positions.get((name, topic, partition), 0))
-                  for topic in stage.input_topics() for partition, records in enumerate(self.topics.log(topic))]
+                  for topic in stage.input_topics() for partition, records in enumerate(self.topics.log(topic))
+                  if partition not in paused]
         queues = [(records, start) for records, start in queues if start < len(records)]
         batch: list[MemoryMessage] = []
         limit = self.settings.batch_size

@@ -32,6 +32,8 @@ def test_the_wheel_carries_the_catalogue_and_the_schemas(wheel: Path) -> None:
     bundled = {n.removeprefix("streams/wire/avsc/") for n in names if n.startswith("streams/wire/avsc/")}
     assert schemas and bundled == schemas
     assert {"agents/normalise.py", "streams/runtime/topology.py"} <= names
+    sources = {str(p.relative_to(ROOT)) for p in [*ROOT.glob("streams/**/*.py"), *ROOT.glob("agents/*.py")]}
+    assert {n for n in names if n.endswith(".py")} == sources  # nothing stale from an earlier build
     assert not [n for n in names if n.startswith(("tests/", "benchmarks/"))]
 
 

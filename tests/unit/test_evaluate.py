@@ -1,0 +1,43 @@
+"""rwe evaluate runs the stream's own stages in memory: what it counts on a hand-made feed."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from streams.batch.evaluate import evaluate
+from streams.settings import DEV, Settings
+from streams.simulator import SimulationConfig, records
+from streams.wire import schemas
+from streams.wire.formats import encode_container
+
+SETTINGS = Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0, partitions=2, min_cell_count=1)
+
+
+def feed(tmp_path: Path, **config: object) -> Path:
+    events = list(records(SimulationConfig(seed=33, patients_per_site=25, start=datetime(2022, 1, 1, tzinfo=UTC),
+                                           **config)))  # type: ignore[arg-type]
+    path = tmp_path / "events.avro"
+    path.write_bytes(encode_container(schemas.CLINICAL_EVENT, events))
+    return path
+
+
+def test_evaluate_counts_rejections_duplicates_and_every_snapshot_key(tmp_path: Path) -> None:
+    result = evaluate(feed(tmp_path, days=200, duplicate_rate=0.05, malformed_rate=0.02), SETTINGS)
+    assert result.events == result.accepted + result.duplicates + sum(result.rejected.values())
+    assert result.duplicates > 0 and result.rejected and result.late == 0
+    keys = [(s["indicator"], s["scope"], s["scope_id"], s["window_days"] or 0) for s in result.snapshots]
+    assert len(keys) == len(set(keys)) > 100
+
+
+@pytest.mark.xfail(strict=True, reason="issue 12: an observation whose follow-up closes more than the retention "
+                   "(365 d) behind the aggregate's clock is not applied, not even to the cumulative window")
+def test_the_cumulative_cell_counts_every_final_observation_however_late_its_horizon_closed(tmp_path: Path) -> None:
+    result = evaluate(feed(tmp_path, days=730), SETTINGS)
+    final = [o for o in result.observations.values()
+             if o["indicator"] == "hf_mortality_30d" and o["status"] == "FINAL"]
+    (cell,) = [s for s in result.snapshots if s["indicator"] == "hf_mortality_30d" and s["scope"] == "NETWORK"
+               and s["window_days"] is None]
+    assert len(final) > 20 and cell["denominator"] + cell["pending"] == len(final)
