@@ -146,6 +146,7 @@ class InMemoryDriver:
                                     dev_key=dev_key)
         self.stages: dict[str, Stage] = {name: build_stage(name, self.context) for name in self.stage_names}
         self._positions: dict[tuple[str, str, int], int] = {}  # (stage, topic, partition) -> next offset
+        self._committed: dict[tuple[str, str, int], int] = {}  # what a restart resumes from
         self._paused: dict[str, set[int]] = {}  # stage -> input partitions it asked to pause (far ahead)
         every = list(range(self.settings.partitions))
         for stage in self.stages.values():
@@ -179,12 +180,16 @@ class InMemoryDriver:
         self.clock.advance(seconds)
         return self.run()
 
-    def restart(self) -> None:
-        """New stages restored from their changelogs (what a crash after the last checkpoint
-        leaves); they read their inputs again from the beginning, as after offsets lost."""
+    def restart(self, from_committed: bool = True) -> None:
+        """New stages restored from their changelogs, as after a crash: they read on from the
+        positions committed at their last checkpoint (behind what an ordering stage still
+        held), or with ``from_committed=False`` from the beginning, as after offsets lost."""
+        committed = self._committed if from_committed else {}
         for stage in self.stages.values():
             stage.revoke(list(range(self.settings.partitions)))
         self._build()
+        self._positions = dict(committed)
+        self._committed = dict(committed)
 
     def _round(self) -> tuple[int, bool]:
         read = 0
@@ -204,7 +209,16 @@ class InMemoryDriver:
         for stage in active:
             self.producer.stage = stage.name
             stage.checkpoint(self.producer)
+            self._commit(stage)
         return read, bool(active)
+
+    def _commit(self, stage: Stage) -> None:
+        """What the runner would commit after this checkpoint (its outputs and state are durable here)."""
+        held = stage.commit_offsets()
+        if held is None:
+            self._committed.update({k: v for k, v in self._positions.items() if k[0] == stage.name})
+        else:
+            self._committed.update({(stage.name, tp.topic, tp.partition): tp.offset for tp in held})
 
     def _take(self, name: str, stage: Stage) -> list[MemoryMessage]:
         """Up to a batch of unread records, interleaved across the stage's input partitions."""
