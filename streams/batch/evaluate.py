@@ -14,6 +14,7 @@ import io
 import json
 from collections import Counter
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -108,5 +109,6 @@ def write_csv(snapshots: list[dict[str, Any]]) -> str:
                "expected", "observed_expected", "catalogue_version"]
     writer = csv.DictWriter(buf, columns, extrasaction="ignore")
     writer.writeheader()
-    writer.writerows(snapshots)
+    epoch = datetime(1970, 1, 1, tzinfo=UTC)
+    writer.writerows({**s, "as_of": (epoch + timedelta(microseconds=s["as_of"])).isoformat()} for s in snapshots)
     return buf.getvalue()

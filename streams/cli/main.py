@@ -231,10 +231,20 @@ def _wait_for_signal(done: Callable[[], bool] = lambda: False) -> None:
 
 
 # --------------------------------------------------------------------------- parser
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("rwe-engine")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = _connection_flags()
     parser = _Parser(prog="rwe", description="Streaming real-world-evidence engine: clinical events on "
                      "Kafka to patient outcomes, indicators and alerts.")
+    parser.add_argument("--version", action="version", version=f"rwe {_version()}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -329,6 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = (getattr(args, "log_level", None) or os.environ.get("RWE_LOG_LEVEL") or "INFO").upper()
     logging.basicConfig(level=level if level in ("DEBUG", "INFO", "WARNING", "ERROR") else "INFO",
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from streams.vocabulary.dead_letters import Reason
+    from streams.wire.formats import DecodeError
+
     try:
         return int(args.func(args))
     except ConfigError as exc:
@@ -337,6 +350,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokerUnavailable as exc:
         print(f"rwe {args.command}: error: {exc}", file=sys.stderr)
         return EXIT_BROKER
+    except DecodeError as exc:  # a topic holding records this process cannot read
+        hint = " (set RWE_SCHEMA_REGISTRY_URL)" if exc.reason == Reason.UNKNOWN_SCHEMA else ""
+        print(f"rwe {args.command}: error: cannot read a record: {exc.message}{hint}", file=sys.stderr)
+        return EXIT_CONFIG
     except KeyboardInterrupt:
         return 130
 

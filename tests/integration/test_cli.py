@@ -156,3 +156,27 @@ def test_broker_on_a_busy_port_is_one_line() -> None:
     assert result.returncode == 2
     assert result.stderr.strip() == f"rwe broker: error: port {port} is in use: stop what holds it or choose " \
                                     "another with --port"
+
+
+def test_version() -> None:
+    result = rwe("--version")
+    assert result.returncode == 0 and result.stdout.startswith("rwe 0.")
+
+
+def test_a_topic_of_confluent_framed_records_without_a_registry_is_one_line(
+        broker_settings: Callable[..., Settings]) -> None:
+    from confluent_kafka import Producer
+
+    from streams.runtime.topics import create_topics
+
+    settings = broker_settings()
+    create_topics(settings)
+    producer = Producer(settings.kafka_config())
+    producer.produce(settings.topic("outcomes.alerts"), value=b"\x00\x00\x00\x00\x07rest", key=b"a")
+    assert producer.flush(10) == 0
+    result = rwe("alerts", env={"RWE_BROKER": settings.broker, "RWE_TOPIC_PREFIX": settings.topic_prefix,
+                                "RWE_MODE": "dev"})
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "rwe alerts: error: cannot read a record: Confluent-framed record but no schema registry configured "
+        "(set RWE_SCHEMA_REGISTRY_URL)"]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import csv
+import io
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from streams.batch.evaluate import evaluate
+from streams.batch.evaluate import evaluate, write_csv
 from streams.settings import DEV, Settings
 from streams.simulator import SimulationConfig, records
 from streams.wire import schemas
@@ -30,6 +32,10 @@ def test_evaluate_counts_rejections_duplicates_and_every_snapshot_key(tmp_path: 
     assert result.duplicates > 0 and result.rejected and result.late == 0
     keys = [(s["indicator"], s["scope"], s["scope_id"], s["window_days"] or 0) for s in result.snapshots]
     assert len(keys) == len(set(keys)) > 100
+    rows = list(csv.DictReader(io.StringIO(write_csv(result.snapshots))))
+    assert len(rows) == len(result.snapshots)
+    stamps = {datetime.fromisoformat(r["as_of"]) for r in rows}  # ISO-8601, not epoch microseconds
+    assert all(s.tzinfo is not None and s.year >= 2022 for s in stamps)
 
 
 @pytest.mark.xfail(strict=True, reason="issue 12: on a plain two-year feed 9 of 24 FINAL hf_mortality_30d "
