@@ -20,8 +20,9 @@ disclosure control (:mod:`streams.indicators.disclosure`); COUNTRY and NETWORK s
 also to ``network.aggregates`` (federation shares aggregates only). *Content* is
 every field but ``as_of``: the clock moving alone does not republish a snapshot,
 so a snapshot's ``as_of`` is the clock when its values last changed and its values
-hold until a newer record for the key. After a restart or rebalance every snapshot
-of a restored partition is published once more (same values).
+hold until a newer record for the key. After a restart or rebalance, a restored
+partition's indicators that its changelog lists as changed but not yet published are
+published; the others count as published, so nothing unchanged goes out again.
 
 In-process readers (the demo, a Prometheus collector) call
 :meth:`AggregateStage.latest_snapshots`: the latest published record of every key.
@@ -139,6 +140,20 @@ class AggregateStage(UnorderedInput):
 
     def assign(self, partitions: list[int]) -> None:
         self.states.assign(partitions)
+        # What a restored partition had published: every indicator its changelog does not
+        # list as changed-but-unpublished (those go out at the next tick). So a restart or a
+        # rebalance republishes nothing that did not change.
+        k, rounding = self.settings.min_cell_count, self.settings.cell_rounding
+        for partition in partitions:
+            state = self.states.get(partition)
+            for indicator in state.indicators:
+                if indicator in state.dirty:
+                    continue
+                for key, snapshot in state.snapshots(indicator, k, rounding).items():
+                    with self._lock:
+                        self._published[key] = _content(snapshot)
+                        self._latest[key] = snapshot
+                    self._keys_of.setdefault(partition, set()).add(key)
 
     def revoke(self, partitions: list[int]) -> None:
         self.states.revoke(partitions)

@@ -279,6 +279,7 @@ class RollingState:
         self._persisted_clocks: dict[str, int] = {}
         self._follow_up = {i.id: follow_up_us(i) for i in catalogue.indicators.values()}
         self.dirty: set[str] = set()  # indicators whose snapshots may have changed
+        self._persisted_dirty: set[str] = set()  # ... as the last changelog record says
 
     def __len__(self) -> int:
         return len(self._obs)
@@ -384,21 +385,25 @@ class RollingState:
     # --- changelog -----------------------------------------------------------
     def take_delta(self) -> list[dict[str, Any]]:
         """Changelog records of what changed since the last call (empty: nothing)."""
-        if not self._pending and not self._pending_sites and self.clocks == self._persisted_clocks:
+        if (not self._pending and not self._pending_sites and self.clocks == self._persisted_clocks
+                and self.dirty == self._persisted_dirty):
             return []
         entries = list(self._pending.values())
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self._pending_sites.items()]
         self._pending, self._pending_sites = {}, {}
         self._persisted_clocks = dict(self.clocks)
+        self._persisted_dirty = set(self.dirty)
         starts = range(0, max(len(entries), 1), CHUNK)
         return [{"snapshot": False, "as_of": self.as_of, "clocks": dict(self.clocks),
                  "observations": entries[i:i + CHUNK],
-                 "sites": sites if i == starts[-1] else [], "evicted": []} for i in starts]
+                 "sites": sites if i == starts[-1] else [], "evicted": [], "unpublished": sorted(self.dirty)}
+                for i in starts]
 
     def snapshot(self) -> list[dict[str, Any]]:
         """The whole state as changelog records: one snapshot, then deltas of ``CHUNK``."""
         self._pending, self._pending_sites = {}, {}
         self._persisted_clocks = dict(self.clocks)
+        self._persisted_dirty = set(self.dirty)
         entries = [o.entry(i) for i, o in self._obs.items()]
         sites = [{"site_id": s, "region": r, "country": c} for s, (r, c) in self.site_geo.items()]
         evicted = [{"indicator": ind, "site_id": site, "counts": series.base[:NEXP + 1],
@@ -407,7 +412,8 @@ class RollingState:
         starts = range(0, max(len(entries), 1), CHUNK)
         return [{"snapshot": i == 0, "as_of": self.as_of, "clocks": dict(self.clocks),
                  "observations": entries[i:i + CHUNK],
-                 "sites": sites if i == starts[-1] else [], "evicted": evicted if i == 0 else []}
+                 "sites": sites if i == starts[-1] else [], "evicted": evicted if i == 0 else [],
+                 "unpublished": sorted(self.dirty)}
                 for i in starts]
 
     def restored(self) -> None:
@@ -447,7 +453,12 @@ class RollingState:
                 self.clocks[ind] = max(self.clocks.get(ind, 0), clock)
         self._persisted_clocks = dict(self.clocks)
         self._pending, self._pending_sites = {}, {}
-        self.dirty.update(self._sites_of)
+        unpublished = record.get("unpublished")
+        if unpublished is None:  # written before the field existed: publish everything again
+            self.dirty.update(self._sites_of)
+        else:  # the last record's set is the latest: those were changed and not yet published
+            self.dirty = {i for i in unpublished if i in self.catalogue.indicators}
+        self._persisted_dirty = set(self.dirty)
 
     # --- snapshots -----------------------------------------------------------
     def compute(self, indicator_id: str) -> list[tuple[disclosure.Cell, dict[str, Any]]]:

@@ -1379,6 +1379,7 @@ _c8_e2: Final[dict[Any, bytes]] = {}
 _c9_e2: Final[dict[Any, bytes]] = {}
 _c10_e2: Final[dict[Any, bytes]] = {}
 _c11_e2: Final[dict[Any, bytes]] = {}
+_c12_e2: Final[dict[Any, bytes]] = {}
 
 
 def encode_2(rec: Any) -> bytes:
@@ -1388,12 +1389,12 @@ def encode_2(rec: Any) -> bytes:
     v4: Any
     v5: Any
     v6: Any
-    i7: Any
-    k8: Any
-    b9: bytes
-    x10: bytes | None
-    i11: Any
-    v12: Any
+    v7: Any
+    i8: Any
+    k9: Any
+    b10: bytes
+    x11: bytes | None
+    i12: Any
     v13: Any
     v14: Any
     v15: Any
@@ -1403,40 +1404,44 @@ def encode_2(rec: Any) -> bytes:
     v19: Any
     v20: Any
     v21: Any
-    b22: bytes
-    x23: bytes | None
-    b24: bytes
-    x25: bytes | None
-    b26: bytes
-    x27: bytes | None
-    b28: bytes
-    x29: bytes | None
-    b30: bytes
-    x31: bytes | None
-    b32: bytes
-    x33: bytes | None
-    i34: Any
-    v35: Any
+    v22: Any
+    b23: bytes
+    x24: bytes | None
+    b25: bytes
+    x26: bytes | None
+    b27: bytes
+    x28: bytes | None
+    b29: bytes
+    x30: bytes | None
+    b31: bytes
+    x32: bytes | None
+    b33: bytes
+    x34: bytes | None
+    i35: Any
     v36: Any
     v37: Any
-    b38: bytes
-    x39: bytes | None
-    b40: bytes
-    x41: bytes | None
-    b42: bytes
-    x43: bytes | None
-    i44: Any
-    v45: Any
+    v38: Any
+    b39: bytes
+    x40: bytes | None
+    b41: bytes
+    x42: bytes | None
+    b43: bytes
+    x44: bytes | None
+    i45: Any
     v46: Any
     v47: Any
     v48: Any
-    b49: bytes
-    x50: bytes | None
-    b51: bytes
-    x52: bytes | None
-    i53: Any
+    v49: Any
+    b50: bytes
+    x51: bytes | None
+    b52: bytes
+    x53: bytes | None
     i54: Any
-    b55: bytes
+    i55: Any
+    b56: bytes
+    i57: Any
+    b58: bytes
+    x59: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('snapshot')
@@ -1445,165 +1450,181 @@ def encode_2(rec: Any) -> bytes:
         v4 = rec.get('observations')
         v5 = rec.get('sites')
         v6 = rec.get('evicted')
+        v7 = rec.get('unpublished')
     else:
-        v1, v2, v3, v4, v5, v6 = rec
+        v1, v2, v3, v4, v5, v6, v7 = rec
     out.append(b'\x01' if v1 else b'\x00')
     out.append(_small[v2] if 0 <= v2 < 8192 else _zz(v2))
     if v3:
         out.append(_zz(len(v3)))
-        for k8, i7 in v3.items():
-            x10 = _c0_e2.get(k8)
-            if x10 is None:
-                b9 = k8.encode()
-                x10 = (_small[len(b9)] if len(b9) < 8192 else _zz(len(b9))) + b9
+        for k9, i8 in v3.items():
+            x11 = _c0_e2.get(k9)
+            if x11 is None:
+                b10 = k9.encode()
+                x11 = (_small[len(b10)] if len(b10) < 8192 else _zz(len(b10))) + b10
                 if len(_c0_e2) < 256:
-                    _c0_e2[k8] = x10
-            out.append(x10)
-            out.append(_small[i7] if 0 <= i7 < 8192 else _zz(i7))
+                    _c0_e2[k9] = x11
+            out.append(x11)
+            out.append(_small[i8] if 0 <= i8 < 8192 else _zz(i8))
     out.append(b'\x00')
     if v4:
         out.append(_zz(len(v4)))
-        for i11 in v4:
-            if isinstance(i11, dict):
-                v12 = i11.get('observation_id')
-                v13 = i11.get('indicator')
-                v14 = i11.get('site_id')
-                v15 = i11.get('region')
-                v16 = i11.get('country')
-                v17 = i11.get('index_time')
-                v18 = i11.get('status')
-                v19 = i11.get('outcome')
-                v20 = i11.get('value')
-                v21 = i11.get('expected')
+        for i12 in v4:
+            if isinstance(i12, dict):
+                v13 = i12.get('observation_id')
+                v14 = i12.get('indicator')
+                v15 = i12.get('site_id')
+                v16 = i12.get('region')
+                v17 = i12.get('country')
+                v18 = i12.get('index_time')
+                v19 = i12.get('status')
+                v20 = i12.get('outcome')
+                v21 = i12.get('value')
+                v22 = i12.get('expected')
             else:
-                v12, v13, v14, v15, v16, v17, v18, v19, v20, v21 = i11
-            x23 = _c1_e2.get(v12)
-            if x23 is None:
-                b22 = v12.encode()
-                x23 = (_small[len(b22)] if len(b22) < 8192 else _zz(len(b22))) + b22
+                v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = i12
+            x24 = _c1_e2.get(v13)
+            if x24 is None:
+                b23 = v13.encode()
+                x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
                 if len(_c1_e2) < 256:
-                    _c1_e2[v12] = x23
-            out.append(x23)
-            x25 = _c2_e2.get(v13)
-            if x25 is None:
-                b24 = v13.encode()
-                x25 = (_small[len(b24)] if len(b24) < 8192 else _zz(len(b24))) + b24
+                    _c1_e2[v13] = x24
+            out.append(x24)
+            x26 = _c2_e2.get(v14)
+            if x26 is None:
+                b25 = v14.encode()
+                x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
                 if len(_c2_e2) < 256:
-                    _c2_e2[v13] = x25
-            out.append(x25)
-            x27 = _c3_e2.get(v14)
-            if x27 is None:
-                b26 = v14.encode()
-                x27 = (_small[len(b26)] if len(b26) < 8192 else _zz(len(b26))) + b26
+                    _c2_e2[v14] = x26
+            out.append(x26)
+            x28 = _c3_e2.get(v15)
+            if x28 is None:
+                b27 = v15.encode()
+                x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
                 if len(_c3_e2) < 256:
-                    _c3_e2[v14] = x27
-            out.append(x27)
-            x29 = _c4_e2.get(v15)
-            if x29 is None:
-                b28 = v15.encode()
-                x29 = (_small[len(b28)] if len(b28) < 8192 else _zz(len(b28))) + b28
+                    _c3_e2[v15] = x28
+            out.append(x28)
+            x30 = _c4_e2.get(v16)
+            if x30 is None:
+                b29 = v16.encode()
+                x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
                 if len(_c4_e2) < 256:
-                    _c4_e2[v15] = x29
-            out.append(x29)
-            x31 = _c5_e2.get(v16)
-            if x31 is None:
-                b30 = v16.encode()
-                x31 = (_small[len(b30)] if len(b30) < 8192 else _zz(len(b30))) + b30
+                    _c4_e2[v16] = x30
+            out.append(x30)
+            x32 = _c5_e2.get(v17)
+            if x32 is None:
+                b31 = v17.encode()
+                x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
                 if len(_c5_e2) < 256:
-                    _c5_e2[v16] = x31
-            out.append(x31)
-            out.append(_small[v17] if 0 <= v17 < 8192 else _zz(v17))
-            x33 = _c6_e2.get(v18)
-            if x33 is None:
-                b32 = v18.encode()
-                x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
+                    _c5_e2[v17] = x32
+            out.append(x32)
+            out.append(_small[v18] if 0 <= v18 < 8192 else _zz(v18))
+            x34 = _c6_e2.get(v19)
+            if x34 is None:
+                b33 = v19.encode()
+                x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
                 if len(_c6_e2) < 256:
-                    _c6_e2[v18] = x33
-            out.append(x33)
-            if v19 is None:
-                out.append(b'\x00')
-            else:
-                out.append(b'\x02')
-                out.append(_small[v19] if 0 <= v19 < 8192 else _zz(v19))
+                    _c6_e2[v19] = x34
+            out.append(x34)
             if v20 is None:
                 out.append(b'\x00')
             else:
                 out.append(b'\x02')
-                out.append(_pack_double(v20))
+                out.append(_small[v20] if 0 <= v20 < 8192 else _zz(v20))
             if v21 is None:
                 out.append(b'\x00')
             else:
                 out.append(b'\x02')
                 out.append(_pack_double(v21))
+            if v22 is None:
+                out.append(b'\x00')
+            else:
+                out.append(b'\x02')
+                out.append(_pack_double(v22))
     out.append(b'\x00')
     if v5:
         out.append(_zz(len(v5)))
-        for i34 in v5:
-            if isinstance(i34, dict):
-                v35 = i34.get('site_id')
-                v36 = i34.get('region')
-                v37 = i34.get('country')
+        for i35 in v5:
+            if isinstance(i35, dict):
+                v36 = i35.get('site_id')
+                v37 = i35.get('region')
+                v38 = i35.get('country')
             else:
-                v35, v36, v37 = i34
-            x39 = _c7_e2.get(v35)
-            if x39 is None:
-                b38 = v35.encode()
-                x39 = (_small[len(b38)] if len(b38) < 8192 else _zz(len(b38))) + b38
+                v36, v37, v38 = i35
+            x40 = _c7_e2.get(v36)
+            if x40 is None:
+                b39 = v36.encode()
+                x40 = (_small[len(b39)] if len(b39) < 8192 else _zz(len(b39))) + b39
                 if len(_c7_e2) < 256:
-                    _c7_e2[v35] = x39
-            out.append(x39)
-            x41 = _c8_e2.get(v36)
-            if x41 is None:
-                b40 = v36.encode()
-                x41 = (_small[len(b40)] if len(b40) < 8192 else _zz(len(b40))) + b40
+                    _c7_e2[v36] = x40
+            out.append(x40)
+            x42 = _c8_e2.get(v37)
+            if x42 is None:
+                b41 = v37.encode()
+                x42 = (_small[len(b41)] if len(b41) < 8192 else _zz(len(b41))) + b41
                 if len(_c8_e2) < 256:
-                    _c8_e2[v36] = x41
-            out.append(x41)
-            x43 = _c9_e2.get(v37)
-            if x43 is None:
-                b42 = v37.encode()
-                x43 = (_small[len(b42)] if len(b42) < 8192 else _zz(len(b42))) + b42
+                    _c8_e2[v37] = x42
+            out.append(x42)
+            x44 = _c9_e2.get(v38)
+            if x44 is None:
+                b43 = v38.encode()
+                x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
                 if len(_c9_e2) < 256:
-                    _c9_e2[v37] = x43
-            out.append(x43)
+                    _c9_e2[v38] = x44
+            out.append(x44)
     out.append(b'\x00')
     if v6:
         out.append(_zz(len(v6)))
-        for i44 in v6:
-            if isinstance(i44, dict):
-                v45 = i44.get('indicator')
-                v46 = i44.get('site_id')
-                v47 = i44.get('counts')
-                v48 = i44.get('sums')
+        for i45 in v6:
+            if isinstance(i45, dict):
+                v46 = i45.get('indicator')
+                v47 = i45.get('site_id')
+                v48 = i45.get('counts')
+                v49 = i45.get('sums')
             else:
-                v45, v46, v47, v48 = i44
-            x50 = _c10_e2.get(v45)
-            if x50 is None:
-                b49 = v45.encode()
-                x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
+                v46, v47, v48, v49 = i45
+            x51 = _c10_e2.get(v46)
+            if x51 is None:
+                b50 = v46.encode()
+                x51 = (_small[len(b50)] if len(b50) < 8192 else _zz(len(b50))) + b50
                 if len(_c10_e2) < 256:
-                    _c10_e2[v45] = x50
-            out.append(x50)
-            x52 = _c11_e2.get(v46)
-            if x52 is None:
-                b51 = v46.encode()
-                x52 = (_small[len(b51)] if len(b51) < 8192 else _zz(len(b51))) + b51
+                    _c10_e2[v46] = x51
+            out.append(x51)
+            x53 = _c11_e2.get(v47)
+            if x53 is None:
+                b52 = v47.encode()
+                x53 = (_small[len(b52)] if len(b52) < 8192 else _zz(len(b52))) + b52
                 if len(_c11_e2) < 256:
-                    _c11_e2[v46] = x52
-            out.append(x52)
-            if v47:
-                out.append(_zz(len(v47)))
-                for i53 in v47:
-                    out.append(_small[i53] if 0 <= i53 < 8192 else _zz(i53))
-            out.append(b'\x00')
+                    _c11_e2[v47] = x53
+            out.append(x53)
             if v48:
                 out.append(_zz(len(v48)))
                 for i54 in v48:
-                    b55 = bytes(i54)
-                    out.append(_small[len(b55)] if len(b55) < 8192 else _zz(len(b55)))
-                    out.append(b55)
+                    out.append(_small[i54] if 0 <= i54 < 8192 else _zz(i54))
+            out.append(b'\x00')
+            if v49:
+                out.append(_zz(len(v49)))
+                for i55 in v49:
+                    b56 = bytes(i55)
+                    out.append(_small[len(b56)] if len(b56) < 8192 else _zz(len(b56)))
+                    out.append(b56)
             out.append(b'\x00')
     out.append(b'\x00')
+    if v7 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        if v7:
+            out.append(_zz(len(v7)))
+            for i57 in v7:
+                x59 = _c12_e2.get(i57)
+                if x59 is None:
+                    b58 = i57.encode()
+                    x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
+                    if len(_c12_e2) < 256:
+                        _c12_e2[i57] = x59
+                out.append(x59)
+        out.append(b'\x00')
     return b''.join(out)
 
 
@@ -1662,6 +1683,11 @@ def decode_2(d: bytes, p: int) -> tuple[Any, int]:
     n50: int
     x51: Any
     s52: int
+    f53: Any
+    u54: int
+    n55: int
+    x56: Any
+    s57: int
     end = len(d)
     b = d[p]
     if b > 1:
@@ -1958,7 +1984,43 @@ def decode_2(d: bytes, p: int) -> tuple[Any, int]:
                     f49.append(x51)
             x41 = {'indicator': f42, 'site_id': f44, 'counts': f46, 'sums': f49}
             f39.append(x41)
-    rec = {'snapshot': f1, 'as_of': f2, 'clocks': f3, 'observations': f8, 'sites': f30, 'evicted': f39}
+    b = d[p]
+    if b < 0x80:
+        u54 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u54, p = _read_long(d, p)
+    if u54 == 0:
+        f53 = None
+    elif u54 == 1:
+        f53 = []
+        while True:
+            b = d[p]
+            if b < 0x80:
+                n55 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                n55, p = _read_long(d, p)
+            if n55 == 0:
+                break
+            if n55 < 0:  # a block with its byte size
+                n55 = -n55
+                _, p = _read_long(d, p)
+            for _ in range(n55):
+                b = d[p]
+                if b < 0x80:
+                    s57 = (b >> 1) ^ -(b & 1)
+                    p += 1
+                else:
+                    s57, p = _read_long(d, p)
+                if s57 < 0 or p + s57 > end:
+                    raise ValueError('string run past the end of the data')
+                x56 = d[p:p + s57].decode()
+                p += s57
+                f53.append(x56)
+    else:
+        raise ValueError('union branch ' + str(u54) + ' out of range')
+    rec = {'snapshot': f1, 'as_of': f2, 'clocks': f3, 'observations': f8, 'sites': f30, 'evicted': f39, 'unpublished': f53}
     return rec, p
 
 
@@ -4685,7 +4747,7 @@ def decode_8(d: bytes, p: int) -> tuple[Any, int]:
 CODECS: dict[str, dict[str, Callable[..., Any]]] = {
     "c105efe5e8a8b00c0903948bea6ab3dc2b733852": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
     "7d611c97316d3410837a3b167bf5bf54044d007f": {"encode": encode_1, "decode": decode_1},  # rwe.events.NormalisedEvent
-    "c17bccf768ae98349f5415a5185fb3b9ba298bfd": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
+    "27474415e778e3acbfd5109938e5e9a3dadbb040": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
     "9251e4f7575545bdaa8bbf114a2eeb2732005bed": {"encode": encode_3, "decode": decode_3},  # rwe.internal.AscertainDelta
     "cfd15e87a19d0ef7a28364e76dece19d7d0c1d6a": {"encode": encode_4, "decode": decode_4},  # rwe.internal.DedupeDelta
     "6196be6c05ca48a718b89688fee4e1ae072f469c": {"encode": encode_5, "decode": decode_5},  # rwe.internal.MonitorDelta
