@@ -11,6 +11,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import itertools
 import json
 from collections import Counter
 from dataclasses import dataclass, field
@@ -54,12 +55,14 @@ def evaluate(path: Path, settings: Settings) -> Evaluation:
     of the file's events, as the stream publishes them."""
     from streams.catalogue.definitions import load_catalogue
 
+    events = read_events(path)
+    first = next(events, None)  # a missing or foreign file is one line before anything is built
     # Pseudonyms never leave this function: dev mode's throw-away key will do.
     driver = InMemoryDriver(settings.with_(mode=DEV, dead_letter_encryption="off"), STAGES,
                             ManualClock(now_us=now_us()))
     result = Evaluation(load_catalogue().version)
     chunk: list[dict[str, Any]] = []
-    for event in read_events(path):
+    for event in itertools.chain([first] if first is not None else [], events):
         result.events += 1
         chunk.append(event)
         if len(chunk) >= CHUNK:

@@ -81,8 +81,10 @@ class PartitionedState(Generic[S]):
             if self._writer is not None:
                 self._writer.reset(p)
             self._metrics.restored_records.labels(self.stage).inc(n)
-            log.info("%s: partition %d restored from %d changelog records (%d entries)", self.stage, p, n,
-                     len(store))
+            # An empty changelog (a new deployment, rwe evaluate's in-memory stages) is no news.
+            log.log(logging.INFO if n else logging.DEBUG,
+                    "%s: partition %d restored from %d changelog records (%d entries)", self.stage, p, n,
+                    len(store))
         self._metrics.state_entries.labels(self.stage).set(self.entries())
 
     def revoke(self, partitions: list[int]) -> None:
