@@ -658,7 +658,7 @@ def report(tp: list[Throughput], mon: list[Throughput], lat: list[Latency], stat
                 verdict = "met" if t.rate >= 5 * naive.rate else "NOT met"
                 caveat = (f" But {t.late:,} events came to ascertain late and were not applied: that run did "
                           "less work, so this ratio overstates it." if t.late else "")
-                lines.append(f"- StageContext ({t.feed}) / naive Faust pipeline: {t.rate / naive.rate:.1f}x "
+                lines.append(f"- Engine ({t.feed}) / naive Faust pipeline: {t.rate / naive.rate:.1f}x "
                              f"({t.rate:,.0f} vs {naive.rate:,.0f} events/s; target >= 5x: {verdict}).{caveat}")
         rss_e = engine_s.rss_mb[0] if engine_s and engine_s.rss_mb else float("nan")
         rss_n = naive.rss_mb[0] if naive.rss_mb else float("nan")
@@ -711,7 +711,8 @@ def main(argv: list[str] | None = None) -> int:
     naive_events = args.naive_events or (5_000 if args.quick else 25_000)
     seconds = args.latency_seconds or (8.0 if args.quick else 30.0)
     only = set(args.only or ["T", "M", "L", "S"])
-    results_path = args.results or (None if args.quick else RESULTS_DOC)
+    # A quick or partial run never replaces the record of a full one.
+    results_path = args.results or (None if args.quick or args.only else RESULTS_DOC)
     argv0 = Path(sys.argv[0])
     shown = str(argv0.resolve().relative_to(ROOT)) if argv0.resolve().is_relative_to(ROOT) else sys.argv[0]
     command = "python " + " ".join([shown, *sys.argv[1:]])

@@ -226,7 +226,7 @@ def test_prometheus_stores_what_the_engine_did(fed_worker: FedWorker, prometheus
     intervals = prometheus.query("rwe_indicator_lower <= rwe_indicator_value <= bool rwe_indicator_upper")
     assert intervals and all(v == 1 for v in intervals.values())
 
-    # StageContext health: every stage's batch latency histogram, state size, rebalances; late events counted.
+    # Engine health: every stage's batch latency histogram, state size, rebalances; late events counted.
     def per_stage(promql: str) -> dict[str, float]:
         return {dict(k)["stage"]: v for k, v in prometheus.query(promql).items()}
 
