@@ -86,7 +86,6 @@ class MonitorStage(UnorderedInput):
                                  {i.id: i.better for i in catalogue.indicators.values()}),
             changelog, metrics)
         self._lock = threading.Lock()
-        self._republish: list[dict[str, Any]] = []
         self._events_in = metrics.events_in.labels(STAGE)
         self._events_out = metrics.events_out.labels(STAGE)
 
@@ -95,10 +94,10 @@ class MonitorStage(UnorderedInput):
         return [self.in_topic, self.activity_topic]
 
     def assign(self, partitions: list[int]) -> None:
-        self.states.assign(partitions)
-        # A restored partition's open alerts go out once more (same keys, same records).
+        # A restored partition's open alerts are on the alerts topic already: they were
+        # flushed before the changelog that holds them was written. Nothing goes out again.
         with self._lock:
-            self._republish = [a for p in partitions for a in self.states.get(p).alerts]
+            self.states.assign(partitions)
 
     def revoke(self, partitions: list[int]) -> None:
         with self._lock:
@@ -157,16 +156,14 @@ class MonitorStage(UnorderedInput):
 
     def _publish(self, producer: Producer, states: list[MonitorState]) -> int:
         records = [r for state in states for r in state.alerts.drain()]
-        republish, self._republish = self._republish, []
-        for record in [*republish, *records]:
-            producer.produce(self.out_topic, value=self.encoder.encode(record), key=record["alert_id"].encode())
         for record in records:
+            producer.produce(self.out_topic, value=self.encoder.encode(record), key=record["alert_id"].encode())
             log.info("alert %s %s: %s %s at %s (%s %.3g, limit %.3g)", record["status"], record["alert_id"],
-                         record["method"], record["indicator"] or "feed", record["scope_id"], record["severity"],
-                         record["statistic"], record["limit"])
-        if records or republish:
+                     record["method"], record["indicator"] or "feed", record["scope_id"], record["severity"],
+                     record["statistic"], record["limit"])
+        if records:
             producer.poll(0)
-        return len(records) + len(republish)
+        return len(records)
 
     def checkpoint(self, producer: Producer) -> bool:
         with self._lock:

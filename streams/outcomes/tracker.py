@@ -169,7 +169,10 @@ class OutcomeTracker:
             woken |= self._dirty
             self._everyone = False
         changed: list[Observation] = []
-        for pseudonym in self._dirty | woken:
+        # In pseudonym order, not set order: a set of strings iterates in an order salted per
+        # process (PYTHONHASHSEED), and the order observations are published in reaches the
+        # monitors' sequential charts (two runs of one feed raised different alerts).
+        for pseudonym in sorted(self._dirty | woken):
             tl = self._hot(pseudonym)
             if tl is not None:
                 changed.extend(self._evaluate(pseudonym, tl, watermark, pseudonym in woken))
