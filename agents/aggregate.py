@@ -69,10 +69,6 @@ class AggregateMetrics:
         self.observations = Counter(
             f"{prefix}_aggregate_observations", "Outcome observations aggregated, by indicator and status "
             "(SUPERSEDED: a retraction).", ["indicator", "status"], registry=registry)
-        self.beyond_retention = Counter(
-            f"{prefix}_aggregate_beyond_retention", "Observation records not applied: their index time is "
-            "older than the retention (365 d + follow-up) behind the partition's clock.", ["indicator"],
-            registry=registry)
         self.snapshots = Counter(f"{prefix}_aggregate_snapshots_published", "IndicatorSnapshots published.",
                                  ["scope", "suppressed"], registry=registry)
         self.computations = Counter(f"{prefix}_aggregate_indicator_computations",
@@ -118,9 +114,11 @@ class AggregateStage(UnorderedInput):
         self.network_topic = settings.topic(topics.NETWORK)
         self.dead_letters = DeadLetterWriter(STAGE, settings.topic(topics.DLQ), dlq_encoder, metrics,
                                              settings.dead_letter_max_bytes, seal_from(settings.dead_letter_secret()))
+        revision_us = int(settings.revision_horizon * 1_000_000)
+        as_of = settings.as_of_us
         self.states: PartitionedState[RollingState] = PartitionedState(
-            STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA, lambda: RollingState(catalogue),
-            changelog, metrics)
+            STAGE, settings.topic(topics.AGGREGATE_CHANGELOG), DELTA_SCHEMA,
+            lambda: RollingState(catalogue, revision_us, as_of), changelog, metrics)
         self._reencoder = wire.Encoder(schemas.OUTCOME_OBSERVATION)
         self._computed_at: dict[tuple[int, str], float] = {}
         self._published: dict[str, tuple[Any, ...]] = {}   # key -> content last published
@@ -191,7 +189,13 @@ class AggregateStage(UnorderedInput):
                     status = "SUPERSEDED"
                 self._observed[(indicator, status)].inc()
                 if state.upsert(record) == rolling.BEYOND_RETENTION:
-                    self.own.beyond_retention.labels(indicator).inc()
+                    original = value if single else self._reencoder.encode(record)
+                    self.dead_letters.send(producer, msg, Rejection(
+                        Reason.BEYOND_REVISION_HORIZON, f"{indicator} observation indexed before the retained "
+                        "365 d + follow-up + revision horizon behind the indicator's clock"),
+                        original, record.get("site_id"))
+        for _partition, state in self.states:
+            state.settle()
         self._events_in.inc(events)
         return events
 

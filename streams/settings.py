@@ -14,6 +14,7 @@ import secrets
 import time
 from collections.abc import Mapping
 from dataclasses import MISSING, dataclass, field, fields, replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -81,8 +82,20 @@ class Settings:
                                    "(OHDSI 5; PCORnet 11).", default=5)
     cell_rounding: int = _setting("RWE_CELL_ROUNDING", "Round published counts up to a multiple of this "
                                   "(EHDEN: 100); 0 is off.", default=0)
-    allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "Event-time lateness still counted, "
-                                       "e.g. 2d.", default=2 * 86400.0)
+    allowed_lateness: float = _setting("RWE_ALLOWED_LATENESS", "How far the event-time watermark trails the "
+                                       "newest event: a follow-up closes this long after its horizon, e.g. 2d.",
+                                       default=2 * 86400.0)
+    revision_horizon: float = _setting(
+        "RWE_REVISION_HORIZON", "How far behind the newest event time a late event still revises published "
+        "observations, e.g. 365d; older ones are dead letters (beyond_revision_horizon). Longer keeps "
+        "closed patients longer (benchmarks/RESULTS-state.md).", default=365 * 86400.0)
+    max_feed_delay: float = _setting(
+        "RWE_MAX_FEED_DELAY", "Live feeds only: the watermark of a quiet partition follows the wall clock this "
+        "far behind, e.g. 7d (0: pure event time). A partition is live when its newest event arrived within "
+        "this delay of its event time; replays of history keep pure event time.", default=7 * 86400.0)
+    as_of: str = _setting("RWE_AS_OF", "Publish what is known as of this event time (ISO-8601, e.g. "
+                          "2025-12-31T00:00Z): later events are not applied, and follow-ups close at it. "
+                          "Empty: the newest event time.", default="")
     snapshot_interval: float = _setting(
         "RWE_SNAPSHOT_INTERVAL", "Least time (s) between two computations of an indicator's snapshots: a "
         "snapshot key is published at most this often, when it changed. 0.5 keeps p99 event-to-snapshot "
@@ -152,6 +165,20 @@ class Settings:
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
+    @property
+    def as_of_us(self) -> int | None:
+        """RWE_AS_OF in UTC microseconds (None: not set)."""
+        if not self.as_of:
+            return None
+        try:
+            stamp = datetime.fromisoformat(self.as_of.replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"RWE_AS_OF must be an ISO-8601 time such as 2025-12-31T00:00Z, "
+                              f"not {self.as_of!r}") from None
+        if stamp.tzinfo is None:
+            stamp = stamp.replace(tzinfo=UTC)
+        return (stamp - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)
+
     def _validate(self) -> None:
         if self.mode not in (PRODUCTION, DEV):
             raise ConfigError(f"RWE_MODE must be {PRODUCTION} or {DEV}, not {self.mode!r}")
@@ -168,6 +195,12 @@ class Settings:
                 raise ConfigError(f"{_env_of(name)} must be at most {maximum:,}, not {getattr(self, name):,}")
         if not 0 <= self.metrics_port <= 65535:
             raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
+        if self.revision_horizon < self.allowed_lateness:
+            raise ConfigError(f"RWE_REVISION_HORIZON ({self.revision_horizon:g} s) must be at least "
+                              f"RWE_ALLOWED_LATENESS ({self.allowed_lateness:g} s)")
+        if self.max_feed_delay < 0:
+            raise ConfigError(f"RWE_MAX_FEED_DELAY must not be negative, not {self.max_feed_delay}")
+        self.as_of_us  # noqa: B018 - parses RWE_AS_OF: a bad date is one line here, not at the first event
         if self.consumer_lag_interval < 0:
             raise ConfigError(f"RWE_CONSUMER_LAG_INTERVAL must not be negative, not {self.consumer_lag_interval}")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
@@ -293,7 +326,8 @@ def _env_of(name: str) -> str:
 def _convert(name: str, env_name: str, raw: str, type_: Any) -> Any:
     kind = str(type_)
     try:
-        if name in ("allowed_lateness", "dedupe_horizon", "future_tolerance", "batch_wait", "feed_bucket",
+        if name in ("allowed_lateness", "revision_horizon", "max_feed_delay", "dedupe_horizon", "future_tolerance",
+                    "batch_wait", "feed_bucket",
                     "feed_silence"):
             return parse_duration(raw)
         if kind.startswith("float"):

@@ -4,6 +4,10 @@ Not a second implementation of the rules: the file's events go through the topol
 own stages (normalise, ascertain, aggregate) on the in-memory driver
 (:mod:`streams.runtime.memory`), keyed by site like a hospital producer's, so the
 observations and snapshots are the ones the stream publishes for the same events.
+
+Time is pure event time (``RWE_MAX_FEED_DELAY`` is 0 here: a file is history). With an as-of
+time (``--as-of``, ``RWE_AS_OF``) later events are not applied, every follow-up closes
+at it once the file is read, and snapshots are as of it: the report for that date.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from streams.errors import ConfigError
 from streams.runtime import topics
 from streams.runtime.memory import InMemoryDriver, ManualClock
 from streams.runtime.producer import read_events
+from streams.runtime.stage import ClosesFollowUp
 from streams.settings import DEV, Settings
 from streams.wire import schemas
 from streams.wire.writer import write_container
@@ -58,7 +63,8 @@ def evaluate(path: Path, settings: Settings) -> Evaluation:
     events = read_events(path)
     first = next(events, None)  # a missing or foreign file is one line before anything is built
     # Pseudonyms never leave this function: dev mode's throw-away key will do.
-    driver = InMemoryDriver(settings.with_(mode=DEV, dead_letter_encryption="off"), STAGES,
+    # Pure event time: a file is history, whatever the wall clock says (max_feed_delay 0).
+    driver = InMemoryDriver(settings.with_(mode=DEV, dead_letter_encryption="off", max_feed_delay=0.0), STAGES,
                             ManualClock(now_us=now_us()))
     result = Evaluation(load_catalogue().version)
     chunk: list[dict[str, Any]] = []
@@ -71,6 +77,13 @@ def evaluate(path: Path, settings: Settings) -> Evaluation:
             chunk = []
     driver.pipe_events(chunk)
     driver.run()
+    as_of = settings.as_of_us
+    if as_of is not None:  # the file is all there is: what was open at the as-of time closes at it
+        ascertain = driver.stages["ascertain"]
+        assert isinstance(ascertain, ClosesFollowUp)
+        driver.producer.stage = "ascertain"
+        ascertain.close_at(as_of, driver.producer)
+        driver.run()
     driver.advance(settings.snapshot_interval)  # the aggregate's last coalesced snapshots
     result.observations = {r["observation_id"]: r
                            for r in driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)}

@@ -93,11 +93,8 @@ class Indicator:
 
     @functools.cached_property
     def triggers(self) -> tuple[frozenset[str], frozenset[str]]:
-        """(event types, concepts) of facts that can change this indicator's observations.
-
-        Covariates are left out on purpose: they are taken when an observation is first
-        computed and do not make a published observation change.
-        """
+        """(event types, concepts) of facts that can change this indicator's observations,
+        their case-mix covariates included (a late lab result revises the expected risk)."""
         kinds: set[str] = set()
         concepts: set[str] = set()
         for sel in (self.index, self.outcome):
@@ -116,6 +113,11 @@ class Indicator:
             concepts.add(self.params["lab"])
         if self.shape == "value_at":
             kinds.add("PROM_RESPONSE")
+        for name in self.covariates:
+            if name == "prior_admissions_12m":
+                kinds.add("ADMISSION")
+            elif name.startswith("lab:"):
+                concepts.add(name.split(":")[1])
         return frozenset(kinds), frozenset(concepts)
 
     def describe(self) -> dict[str, Any]:

@@ -193,7 +193,7 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from streams.batch.evaluate import evaluate, write_avro, write_csv, write_json
 
-    settings = settings_from(args, mode=DEV)
+    settings = settings_from(args, mode=DEV, as_of=args.as_of)
     if args.format == "avro" and not args.out:
         raise ConfigError("--format avro needs --out FILE")
     result = evaluate(Path(args.events), settings)
@@ -321,6 +321,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="json: summary, indicators and observations; csv: indicators; avro: the observations "
                    "as an Avro container of OutcomeObservations (for rwe calibrate; needs --out)")
     p.add_argument("--out", default=None, help="write here instead of standard output")
+    p.add_argument("--as-of", default=None, metavar="TIME",
+                   help="report what was known at this event time (ISO-8601, e.g. 2025-12-31T00:00Z): later "
+                   "events are left out and every follow-up closes at TIME (default RWE_AS_OF, else the newest "
+                   "event time less the allowed lateness)")
 
     from streams.cli import calibrate as calibration_command
 

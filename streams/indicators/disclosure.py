@@ -10,8 +10,10 @@ Rules (product decisions, k = ``settings.min_cell_count``):
   outcome) is small; a continuous one when its denominator is small. A suppressed
   snapshot has ``suppressed = true`` and denominator, numerator, proportion,
   interval, mean, median, SD, expected and O/E all null.
-* ``pending`` and ``excluded`` are nulled one by one when small (the snapshot
-  itself may still be published).
+* ``pending``, ``provisional_numerator`` and ``excluded`` are nulled one by one when
+  small (the snapshot itself may still be published). ``excluded_by_reason`` is
+  published whole or not at all (empty map): withheld when any of its counts is small
+  or ``excluded`` is withheld (the reasons sum to it).
 * Complementary suppression, per indicator x window, over the tree NETWORK <-
   countries <- regions <- sites (each node's counts are the sums of its children):
 
@@ -23,8 +25,9 @@ Rules (product decisions, k = ``settings.min_cell_count``):
   - repeat until nothing changes.
 
   Whole snapshots are complemented by denominator; the same algorithm runs for
-  ``pending`` and for ``excluded`` on their own, so a nulled pending count cannot
-  be recovered by subtraction either. A zero cell is the last choice of
+  ``pending``, ``provisional_numerator``, ``excluded`` and the by-reason map on their
+  own, so a nulled count cannot be recovered by subtraction either (a withheld map
+  withholds every reason of its cell, so each reason's hidden cells are closed too). A zero cell is the last choice of
   complement because a zero is weak cover: other published facts can show it is 0.
 * Rounding (``settings.cell_rounding`` = r > 0, EHDEN style): every published
   count is rounded *up* to a multiple of r (0 stays 0). The proportion, interval,
@@ -46,7 +49,7 @@ Key = tuple[str, str]
 
 ESTIMATE_FIELDS = ("denominator", "numerator", "proportion", "ci_low", "ci_high", "mean", "median", "sd",
                    "expected", "observed_expected")
-COUNT_FIELDS = ("denominator", "numerator", "pending", "excluded")
+COUNT_FIELDS = ("denominator", "numerator", "pending", "provisional_numerator", "excluded")
 
 
 def is_small(count: int | None, k: int) -> bool:
@@ -112,6 +115,8 @@ class Cell:
     numerator: int | None     # None for continuous indicators
     pending: int
     excluded: int
+    provisional: int = 0  # outcomes seen among the index events still in follow-up
+    reasons: tuple[tuple[str, int], ...] = ()  # excluded by reason (nonzero counts)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +126,8 @@ class Plan:
     suppressed: frozenset[Key]
     pending_hidden: frozenset[Key]
     excluded_hidden: frozenset[Key]
+    provisional_hidden: frozenset[Key] = frozenset()
+    reasons_hidden: frozenset[Key] = frozenset()
 
 
 def plan(cells: Sequence[Cell], k: int) -> Plan:
@@ -134,28 +141,38 @@ def plan(cells: Sequence[Cell], k: int) -> Plan:
         size = {c.key: count(c) for c in cells}
         return frozenset(complementary(children, size, (c.key for c in cells if primary(c))))
 
+    excluded_hidden = closure(lambda c: c.excluded, lambda c: is_small(c.excluded, k))
     return Plan(
         suppressed=closure(lambda c: c.denominator,
                            lambda c: primary_suppressed(c.kind, c.denominator, c.numerator, k)),
         pending_hidden=closure(lambda c: c.pending, lambda c: is_small(c.pending, k)),
-        excluded_hidden=closure(lambda c: c.excluded, lambda c: is_small(c.excluded, k)),
+        excluded_hidden=excluded_hidden,
+        provisional_hidden=closure(lambda c: c.provisional, lambda c: is_small(c.provisional, k)),
+        reasons_hidden=closure(lambda c: c.excluded, lambda c: c.key in excluded_hidden
+                               or any(is_small(n, k) for _r, n in c.reasons)),
     )
 
 
-def disclose(record: Mapping[str, Any], suppressed: bool, hide_pending: bool, hide_excluded: bool,
-             rounding: int = 0) -> dict[str, Any]:
-    """The publishable copy of a snapshot record holding true values (IndicatorSnapshot fields)."""
+def disclose(record: Mapping[str, Any], plan: Plan, key: Key, rounding: int = 0) -> dict[str, Any]:
+    """The publishable copy of a snapshot record holding true values (IndicatorSnapshot fields),
+    for the cell ``key`` of ``plan``."""
     out = dict(record)
+    suppressed = key in plan.suppressed
     out["suppressed"] = suppressed
     if suppressed:
         for name in ESTIMATE_FIELDS:
             out[name] = None
-    if hide_pending:
+    if key in plan.pending_hidden:
         out["pending"] = None
-    if hide_excluded:
+    if key in plan.provisional_hidden:
+        out["provisional_numerator"] = None
+    if key in plan.excluded_hidden:
         out["excluded"] = None
+    if key in plan.reasons_hidden:
+        out["excluded_by_reason"] = {}
     if rounding > 0:
         for name in COUNT_FIELDS:
             if out.get(name) is not None:
                 out[name] = round_up(out[name], rounding)
+        out["excluded_by_reason"] = {r: round_up(n, rounding) for r, n in out.get("excluded_by_reason", {}).items()}
     return out

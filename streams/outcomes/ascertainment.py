@@ -46,6 +46,7 @@ class Observation(NamedTuple):
     exclusion: str | None = None
     covariates: dict[str, float] = {}  # noqa: RUF012 - NamedTuple default, never mutated
     extra: dict[str, float] | None = None  # shape-specific case-mix values (e.g. the baseline score)
+    revision: int = 0  # set by the tracker when it publishes: see Published.revision
 
     def signature(self) -> int:
         """Digest of what a published record of this observation says."""

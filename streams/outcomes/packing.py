@@ -21,6 +21,8 @@ from streams.outcomes.timeline import Fact, Published, frozen_parts
 FACT = struct.Struct("<qqdIIIIIB")
 # indicator (string index), observation key, signature, site (string index), index time, horizon end
 PUBLISHED = struct.Struct("<IQqIqq")
+# the revision and case-mix digest of a record's published entries, in the same order (AscertainDelta v3 on)
+REVISION = struct.Struct("<Iq")
 NONE = 0xFFFFFFFF
 CONCEPT_SEPARATOR = "\x1f"  # a concept set is its sorted concepts joined by this (never in a concept id)
 
@@ -63,18 +65,21 @@ def pack_facts(facts: list[Fact], table: StringTable) -> bytes:
                           text(f.ref), text(f.attr), concepts(f.concepts), f.value is not None) for f in facts])
 
 
-def pack_published(published: dict[str, Published], table: StringTable) -> bytes:
-    parts = []
+def pack_published(published: dict[str, Published], table: StringTable) -> tuple[bytes, bytes]:
+    """(packed published records, packed revisions)."""
+    parts, revisions = [], []
     for obs_id, p in published.items():
         indicator, key = obs_id.split(":", 1)  # observation ids are "<indicator>:<16 hex digits>"
         parts.append(PUBLISHED.pack(table(indicator), int(key, 16), p.signature, table(p.site), p.index_time,
                                     p.horizon_end))
-    return b"".join(parts)
+        revisions.append(REVISION.pack(p.revision, p.case_mix))
+    return b"".join(parts), b"".join(revisions)
 
 
-def pack_frozen(packed: bytes, table: StringTable) -> tuple[bytes, bytes]:
-    """(packed facts, packed published) of a frozen timeline, as :func:`pack_facts` and
-    :func:`pack_published` write them, without thawing it (a snapshot holds every patient)."""
+def pack_frozen(packed: bytes, table: StringTable) -> tuple[bytes, bytes, bytes]:
+    """(packed facts, packed published, packed revisions) of a frozen timeline, as
+    :func:`pack_facts` and :func:`pack_published` write them, without thawing it (a
+    snapshot holds every patient)."""
     facts, published = frozen_parts(packed)
     shared, fact = table.shared, FACT.pack
     parts = []
@@ -82,10 +87,11 @@ def pack_frozen(packed: bytes, table: StringTable) -> tuple[bytes, bytes]:
         kind, site, attr, concepts = shared(attributes)
         parts.append(fact(time, key, 0.0 if value is None else value, kind, site, table(ref), attr, concepts,
                           value is not None))
-    record = PUBLISHED.pack
+    record, revision = PUBLISHED.pack, REVISION.pack
     return (b"".join(parts),
             b"".join([record(table(indicator), key, signature, table(site), index_time, horizon_end)
-                      for indicator, key, signature, site, index_time, horizon_end in published]))
+                      for indicator, key, signature, site, index_time, horizon_end, _r, _c in published]),
+            b"".join([revision(*p[-2:]) for p in published]))
 
 
 class StringReader:
@@ -113,7 +119,13 @@ def unpack_facts(data: bytes, strings: StringReader) -> list[Fact]:
             for time, key, value, kind, site, ref, attr, concept_set, has_value in FACT.iter_unpack(data)]
 
 
-def unpack_published(data: bytes, strings: StringReader) -> list[tuple[str, Published]]:
+def unpack_published(data: bytes, revisions: bytes, strings: StringReader) -> list[tuple[str, Published]]:
+    """Published entries; without ``revisions`` (records written before they existed) each is
+    revision 0 with an unknown case mix."""
     text = strings.text
-    return [(f"{text(indicator)}:{key:016x}", Published(signature, text(site), index_time, horizon_end))  # type: ignore[arg-type]
-            for indicator, key, signature, site, index_time, horizon_end in PUBLISHED.iter_unpack(data)]
+    numbers = (list(REVISION.iter_unpack(revisions)) if revisions
+               else [(0, 0)] * (len(data) // PUBLISHED.size))
+    return [(f"{text(indicator)}:{key:016x}", Published(signature, text(site), index_time, horizon_end, revision,  # type: ignore[arg-type]
+                                                        case_mix))
+            for (indicator, key, signature, site, index_time, horizon_end), (revision, case_mix)
+            in zip(PUBLISHED.iter_unpack(data), numbers, strict=True)]

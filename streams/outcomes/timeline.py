@@ -98,19 +98,23 @@ def fact_from_event(event: dict[str, Any], relevant: frozenset[str],
 
 
 class Published(NamedTuple):
-    """What was last published for an observation: enough to retract it."""
+    """What was last published for an observation: enough to retract it, and its revision
+    (0 for the first record, one more for each record that changed it)."""
 
     signature: int
     site: str
     index_time: int
     horizon_end: int
+    revision: int = 0
+    case_mix: int = 0  # digest of the covariates it was published with
 
 
 # Packed layout: header, encounter pseudonyms (length-prefixed UTF-8), then records.
 _HEADER = struct.Struct("<IIIIhb")  # facts, published, settled, refs, birth year (-1: unknown), male (-1: unknown)
 _FACT = struct.Struct("<qqdHI?")  # time, key, value, (kind, site, attr, concepts) code, ref index, has value
-_PUBLISHED = struct.Struct("<HQqHqq")  # indicator, observation key, signature, site, index time, horizon end
-_SETTLED = struct.Struct("<Hq")  # indicator, index time
+# indicator, observation key, signature, site, index time, horizon end, revision, case mix
+_PUBLISHED = struct.Struct("<HQqHqqIq")
+_SETTLED = struct.Struct("<Hq")  # indicator, horizon end
 NO_REF = 0xFFFFFFFF
 
 
@@ -152,13 +156,14 @@ def _frozen_sections(packed: bytes) -> tuple[list[str | None], bytes, bytes, byt
 def frozen_parts(packed: bytes) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
     """Facts and published records of a frozen timeline as plain tuples, without building
     Facts: (time, key, value or None, (kind, site, attr, concepts), ref) and (indicator,
-    observation key, signature, site, index time, horizon end)."""
+    observation key, signature, site, index time, horizon end, revision, case mix)."""
     values = _CODES.values
     refs, facts, published, _settled = _frozen_sections(packed)
     return ([(time, key, value if has_value else None, values[code], refs[-1 if ref == NO_REF else ref])
              for time, key, value, code, ref, has_value in _FACT.iter_unpack(facts)],
-            [(values[indicator], key, signature, values[site], index_time, horizon_end)
-             for indicator, key, signature, site, index_time, horizon_end in _PUBLISHED.iter_unpack(published)])
+            [(values[indicator], key, signature, values[site], index_time, horizon_end, revision, case_mix)
+             for indicator, key, signature, site, index_time, horizon_end, revision, case_mix
+             in _PUBLISHED.iter_unpack(published)])
 
 
 @dataclass(slots=True)
@@ -215,8 +220,8 @@ class PatientTimeline:
         self._derived: tuple[list[Stay], list[Hospitalisation]] | None = None
         # facts added since the last evaluation (None: none)
         self.new: list[Fact] | None = None
-        # indicator -> index time of its final observation, for ``first``-rule indicators:
-        # only a fact dated at or before that index time can change them again
+        # indicator -> latest horizon end of its final observations, for ``first``-rule
+        # indicators: only a fact dated at or before it can change them again (a late one too)
         self.settled: dict[str, int] | None = None
         # observation id -> what was last published for it
         self.published: dict[str, Published] = {}
@@ -247,7 +252,7 @@ class PatientTimeline:
         for obs_id, p in self.published.items():
             indicator, key = obs_id.split(":", 1)
             parts.append(_PUBLISHED.pack(_code(indicator), int(key, 16), p.signature, _code(p.site), p.index_time,
-                                         p.horizon_end))
+                                         p.horizon_end, p.revision, p.case_mix))
         for indicator, time in (self.settled or {}).items():
             parts.append(_SETTLED.pack(_code(indicator), time))
         return b"".join(parts)
@@ -264,8 +269,9 @@ class PatientTimeline:
             facts.append(Fact(time, kind, site, refs[-1 if ref == NO_REF else ref], concepts,
                               value if has_value else None, attr, key))
         tl.facts = facts
-        tl.published = {f"{values[indicator]}:{key:016x}": Published(signature, values[site], index_time, horizon_end)
-                        for indicator, key, signature, site, index_time, horizon_end
+        tl.published = {f"{values[indicator]}:{key:016x}": Published(signature, values[site], index_time, horizon_end,
+                                                                     revision, case_mix)
+                        for indicator, key, signature, site, index_time, horizon_end, revision, case_mix
                         in _PUBLISHED.iter_unpack(published_rows)}
         tl.settled = {values[indicator]: time for indicator, time in _SETTLED.iter_unpack(settled_rows)} or None
         birth_year, male = frozen_demographics(packed)
@@ -276,11 +282,14 @@ class PatientTimeline:
     def add(self, fact: Fact) -> bool:
         """Insert a fact; False (nothing changes) when the same event is already here."""
         facts = self.facts
-        i = bisect.bisect_left(facts, (fact.time,))
-        while i < len(facts) and facts[i].time == fact.time:
-            if facts[i].key == fact.key:
+        first = bisect.bisect_left(facts, (fact.time,))
+        i = end = first
+        while end < len(facts) and facts[end].time == fact.time:
+            if facts[end].key == fact.key:
                 return False
-            i += 1
+            if facts[end].key < fact.key:  # facts of one instant in key order, not arrival order
+                i = end + 1
+            end += 1
         if fact.ref is not None:  # one copy of a stay's encounter pseudonym per patient
             same = next((f.ref for f in facts if f.ref == fact.ref), None)
             if same is not None:

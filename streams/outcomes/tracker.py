@@ -2,10 +2,17 @@
 """Outcome tracking for one partition of patients (pure logic, no Kafka).
 
 Events go in (``add``), in arrival order; ``collect`` then returns the observations
-whose published state must change. The event-time watermark is the largest event
-time seen minus the allowed lateness: an event older than it is late, counted and not
-applied. Observations close as negative when the watermark passes their horizon;
-patients whose facts are all older than the retention (longest horizon + a year of
+whose published state must change, each with its revision number. The event-time
+watermark is the largest event time seen minus the allowed lateness (raised by
+:meth:`OutcomeTracker.follow_clock` on a quiet live feed, capped by an as-of time);
+observations close as negative when it passes their horizon.
+
+Late data revises: an event older than the watermark is applied like any other, and
+the observations it changes are published again with the next revision number (a late
+death turns a FINAL 0 into a FINAL 1). Only an event more than the revision horizon
+behind the newest event time is refused (``BEYOND_HORIZON``: the stage dead-letters it,
+replayable). Everything such an event could still change is kept: patients whose facts
+are all older than the retention (revision horizon + longest horizon + a year of
 look-back for covariates + lateness) and who have nothing open are evicted.
 
 The same tracker drives the stream (one per input partition, persisted through a
@@ -52,7 +59,11 @@ from streams.outcomes.timeline import (
     frozen_sizes,
 )
 
+# add() verdicts. LATE: applied, but older than the watermark (it may revise published observations).
 APPLIED, IGNORED, DUPLICATE, LATE = "applied", "ignored", "duplicate", "late"
+BEYOND_HORIZON = "beyond_horizon"  # older than the revision horizon allows: not applied
+AFTER_AS_OF = "after_as_of"  # after the tracker's as-of time: not applied
+REVISION_HORIZON_US = 365 * DAY_US  # RWE_REVISION_HORIZON's default
 LOOKBACK_US = 365 * DAY_US  # covariates look a year back (prior admissions)
 HOT_PATIENTS = 1000  # thawed patients kept per tracker (RWE_HOT_PATIENTS; see OutcomeTracker._cool)
 # Deadlines are looked at in the first batch whose watermark reaches the first whole hour at or
@@ -71,7 +82,7 @@ def observation_record(obs: Observation, catalogue: Catalogue, sites: dict[str, 
         "status": obs.status, "index_time": obs.index_time, "horizon_end": obs.horizon_end,
         "closed_time": obs.closed_time, "outcome": obs.outcome, "value": obs.value,
         "expected": expected_for(ind.risk, obs.status, obs.covariates),
-        "exclusion": obs.exclusion, "covariates": dict(obs.covariates),
+        "exclusion": obs.exclusion, "revision": obs.revision, "covariates": dict(obs.covariates),
     }
 
 
@@ -92,17 +103,35 @@ def signature(obs: Observation) -> int:
     """Digest of what a record of ``obs`` says, the same in every process: hashes of ints,
     floats and None are not salted, and strings go through :func:`_stable_id`."""
     return hash((_stable_id(obs.status), obs.outcome, obs.value, _stable_id(obs.exclusion), obs.closed_time,
-                 _stable_id(obs.site)))
+                 _stable_id(obs.site), tuple(obs.extra.values()) if obs.extra else None))
+
+
+def case_mix(covariates: dict[str, float]) -> int:
+    """Digest of an observation's covariates, the same in every process."""
+    text = repr(sorted(covariates.items())).encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), signed=True)
 
 
 class OutcomeTracker:
     """Patient timelines and their observations for one partition."""
 
-    def __init__(self, catalogue: Catalogue, lateness_us: int, hot_patients: int = HOT_PATIENTS) -> None:
+    def __init__(self, catalogue: Catalogue, lateness_us: int, hot_patients: int = HOT_PATIENTS,
+                 revision_horizon_us: int = REVISION_HORIZON_US, as_of: int | None = None,
+                 max_feed_delay_us: int = 0) -> None:
         self.catalogue = catalogue
         self.lateness_us = lateness_us
-        self.retention_us = catalogue.max_horizon_us + LOOKBACK_US + lateness_us
+        self.revision_horizon_us = max(revision_horizon_us, lateness_us)
+        self.retention_us = catalogue.max_horizon_us + LOOKBACK_US + lateness_us + self.revision_horizon_us
         self.max_seen = 0
+        # What is known as of this event time (None: no cap): later events are not applied, and
+        # once the feed has shown one, follow-ups close at it.
+        self.as_of = as_of
+        self.passed_as_of = False
+        # Live feeds: the watermark follows the wall clock this far behind while the feed is quiet
+        # (0: pure event time). ``live``: the newest event arrived within that delay of its time.
+        self.max_feed_delay_us = max_feed_delay_us
+        self.live = False
+        self.floor = 0  # the wall clock's watermark (only ever raised)
         # Patients being evaluated are PatientTimelines; the rest are frozen (bytes).
         self.patients: dict[str, PatientTimeline | bytes] = {}
         self._relevant = catalogue.relevant_concepts()
@@ -129,14 +158,50 @@ class OutcomeTracker:
 
     @property
     def watermark(self) -> int:
-        return self.max_seen - self.lateness_us
+        mark = max(self.max_seen - self.lateness_us, self.floor)
+        if self.as_of is not None:
+            mark = self.as_of if self.passed_as_of else min(mark, self.as_of)
+        return mark
+
+    @property
+    def revision_limit(self) -> int:
+        """Events older than this are beyond the revision horizon."""
+        return max(self.max_seen, self.watermark) - self.revision_horizon_us
+
+    # ------------------------------------------------------------------ time
+    def arrived(self, wall_us: int) -> None:
+        """After a batch's events: whether the feed is live (its newest event is recent)."""
+        if self.max_feed_delay_us and self.max_seen:
+            self.live = wall_us - self.max_seen <= self.max_feed_delay_us
+
+    def follow_clock(self, wall_us: int) -> bool:
+        """A live feed's watermark follows the wall clock (``max_feed_delay`` behind) while it is
+        quiet; True if that moved the watermark (``collect`` then closes what came due)."""
+        if not self.live:
+            return False
+        floor = wall_us - self.max_feed_delay_us
+        if floor <= self.watermark:
+            return False
+        self.floor = floor
+        return True
+
+    def close_at(self, time: int) -> None:
+        """Follow-ups close at ``time`` (the as-of time of a report): the watermark is raised to it."""
+        self.floor = max(self.floor, time)
+        if self.as_of is not None and time >= self.as_of:
+            self.passed_as_of = True
 
     # ------------------------------------------------------------------ input
     def add(self, event: dict[str, Any]) -> str:
-        """Apply one NormalisedEvent (plain dict): APPLIED, IGNORED, DUPLICATE or LATE."""
+        """Apply one NormalisedEvent (plain dict): APPLIED, LATE (applied behind the watermark),
+        IGNORED, DUPLICATE, BEYOND_HORIZON or AFTER_AS_OF (neither applied)."""
         time = event["event_time"]
-        if self.max_seen and time < self.max_seen - self.lateness_us:
-            return LATE
+        if self.as_of is not None and time > self.as_of:
+            self.passed_as_of = True
+            return AFTER_AS_OF
+        if self.max_seen and time < self.revision_limit:
+            return BEYOND_HORIZON
+        late = time < self.watermark
         self.max_seen = max(self.max_seen, time)
         pseudonym = event["patient_pseudonym"]
         fact = fact_from_event(event, self._relevant, self._proms)
@@ -155,7 +220,7 @@ class OutcomeTracker:
             return DUPLICATE
         self._new_facts.setdefault(pseudonym, []).append(fact)
         self._dirty.add(pseudonym)
-        return APPLIED
+        return LATE if late else APPLIED
 
     # ------------------------------------------------------------------ output
     def collect(self) -> list[Observation]:
@@ -196,7 +261,7 @@ class OutcomeTracker:
         new_concepts: set[str] = set().union(*(f.concepts for f in new)) if new else set()
         for ind in self._relevant_indicators(tl):
             if settled is not None and ind.id in settled and (earliest is None or earliest > settled[ind.id]):
-                continue  # final, and nothing new dated before its index event: it cannot change
+                continue  # final, and nothing new dated before its horizon ended: it cannot change
             if not everything and new_kinds.isdisjoint(ind.triggers[0]) and new_concepts.isdisjoint(ind.triggers[1]):
                 continue  # the new facts cannot change it (a wake-up looks again when due)
             evaluated.add(ind.id)
@@ -211,21 +276,35 @@ class OutcomeTracker:
             if final:
                 if tl.settled is None:
                     tl.settled = {}
-                tl.settled[ind.id] = min(o.index_time for o in observations)
+                tl.settled[ind.id] = max(o.horizon_end for o in observations)
             elif tl.settled is not None:
                 tl.settled.pop(ind.id, None)
         for deadline in transfer_deadlines(tl):
             if deadline > watermark:
                 next_wake = deadline if next_wake is None else min(next_wake, deadline)
         out = []
+        demographics = pseudonym in self._demographics_changed
         for obs_id, (obs, ind) in current.items():
             sig = signature(obs)
             before = published.get(obs_id)
-            if before is None or before.signature != sig:
-                record = Published(sig, obs.site, obs.index_time, obs.horizon_end)
-                published[obs_id] = record
-                self._new_published.setdefault(pseudonym, {})[obs_id] = record
-                out.append(complete(obs, ind, tl))
+            if before is not None and before.signature == sig:
+                # Unchanged, unless a late fact (or the patient's age or sex) changed its case mix:
+                # covariates look back a year from the index event and a day past it.
+                if not demographics and (new is None or not any(
+                        obs.index_time - LOOKBACK_US <= f.time <= obs.index_time + DAY_US for f in new)):
+                    continue
+                full = complete(obs, ind, tl)
+                mix = case_mix(full.covariates)
+                if mix == before.case_mix:
+                    continue
+            else:
+                full = complete(obs, ind, tl)
+                mix = case_mix(full.covariates)
+            record = Published(sig, obs.site, obs.index_time, obs.horizon_end,
+                               0 if before is None else before.revision + 1, mix)
+            published[obs_id] = record
+            self._new_published.setdefault(pseudonym, {})[obs_id] = record
+            out.append(full._replace(revision=record.revision))
         for obs_id, before in list(published.items()):
             if obs_id in current or obs_id.split(":", 1)[0] not in evaluated:
                 continue
@@ -233,12 +312,13 @@ class OutcomeTracker:
                                      before.horizon_end, EXCLUDED, exclusion=SUPERSEDED)
             sig = signature(retraction)
             if before.signature != sig:
-                record = Published(sig, before.site, before.index_time, before.horizon_end)
+                record = Published(sig, before.site, before.index_time, before.horizon_end, before.revision + 1,
+                                   before.case_mix)
                 published[obs_id] = record
                 self._new_published.setdefault(pseudonym, {})[obs_id] = record
-                out.append(retraction)
-        # Everything indexed before the cutoff is final by now (retention > horizon + lateness):
-        # forget it, and the facts only it needed.
+                out.append(retraction._replace(revision=record.revision))
+        # Nothing indexed before the cutoff can change any more (an event that could change it is
+        # beyond the revision horizon): forget it, and the facts only it needed.
         tl.drop_before(cutoff)
         tl.forget_derived()  # rebuilt when next needed: new facts invalidate it anyway
         for obs_id in [k for k, v in published.items() if v.index_time < cutoff]:
@@ -320,8 +400,8 @@ class OutcomeTracker:
             table = StringTable()
             patients = [self._change(p, p in evicted, new_facts.get(p, []), new_published.get(p, {}), table)
                         for p in touched[i:i + chunk]]
-            records.append({"snapshot": False, "max_seen": self.max_seen, "patients": patients,
-                            "strings": table.strings})
+            records.append({"snapshot": False, "max_seen": self.max_seen, "floor": self._floor_reached(),
+                            "patients": patients, "strings": table.strings})
         return records
 
     def snapshot(self, chunk: int = 300) -> list[dict[str, Any]]:
@@ -331,9 +411,12 @@ class OutcomeTracker:
         for i in range(0, max(len(names), 1), chunk):
             table = StringTable()
             patients = [self._snapshot_change(p, table) for p in names[i:i + chunk]]
-            records.append({"snapshot": i == 0, "max_seen": self.max_seen, "patients": patients,
-                            "strings": table.strings})
+            records.append({"snapshot": i == 0, "max_seen": self.max_seen, "floor": self._floor_reached(),
+                            "patients": patients, "strings": table.strings})
         return records
+
+    def _floor_reached(self) -> int:
+        return max(self.floor, self.as_of if self.as_of is not None and self.passed_as_of else 0)
 
     def _snapshot_change(self, pseudonym: str, table: StringTable) -> tuple[Any, ...]:
         entry = self.patients[pseudonym]
@@ -348,13 +431,14 @@ class OutcomeTracker:
         birth_year, male = (frozen_demographics(entry) if isinstance(entry, bytes)
                             else (entry.birth_year, entry.male) if entry is not None else (None, None))
         return (pseudonym, evicted, birth_year, male, [], [], pack_facts(facts, table),
-                pack_published(published, table))
+                *pack_published(published, table))
 
     def apply(self, record: dict[str, Any]) -> None:
         """Replay one changelog record into the tracker (v1 records too: facts and published as arrays)."""
         if record["snapshot"]:
             self.patients.clear()
         self.max_seen = max(self.max_seen, record["max_seen"])
+        self.close_at(record.get("floor") or 0)  # a restarted worker's watermark does not go back
         strings = StringReader(record.get("strings", []))
         for change in record["patients"]:
             p = change["pseudonym"]
@@ -374,7 +458,8 @@ class OutcomeTracker:
                 tl.add(Fact(f["time"], f["kind"], f["site"], f["ref"], frozenset(f["concepts"]), f["value"],
                             f["attr"], f["key"]))
             published = tl.published
-            published.update(unpack_published(change.get("packed_published") or b"", strings))
+            published.update(unpack_published(change.get("packed_published") or b"",
+                                              change.get("packed_revisions") or b"", strings))
             for rec in change["published"]:
                 published[rec["id"]] = Published(rec["signature"], rec["site"], rec["index_time"],
                                                  rec["horizon_end"])

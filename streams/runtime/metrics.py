@@ -63,8 +63,11 @@ class EngineMetrics:
                                         "Changelog records replayed into state.", ["stage"], registry=r)
         self.held_events = Gauge(f"{p}_held_events", "Events held back to be published in event-time order.",
                                  ["stage"], registry=r)
-        self.late_events = Counter(f"{p}_late_events", "Events older than the watermark (beyond the allowed "
-                                   "lateness): counted, not applied.", ["stage"], registry=r)
+        self.late_events = Counter(f"{p}_late_events", "Events older than the watermark, applied as revisions "
+                                   "of what was published (older than the revision horizon: dead letters, "
+                                   "beyond_revision_horizon).", ["stage"], registry=r)
+        self.after_as_of = Counter(f"{p}_events_after_as_of", "Events later than RWE_AS_OF: not applied.",
+                                   ["stage"], registry=r)
         self.observations = Counter(f"{p}_observations", "Outcome observations published, by status.",
                                     ["indicator", "status"], registry=r)
         self.consumer_lag = Gauge(f"{p}_consumer_lag", "Records on an assigned input partition after the "

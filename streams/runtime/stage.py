@@ -13,7 +13,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, runtime_checkable
 
 from confluent_kafka import TopicPartition
 
@@ -78,6 +78,14 @@ class Stage(Protocol):
 
     def commit_offsets(self) -> list[TopicPartition] | None:
         """Input positions safe to commit after the checkpoint; None: the consumer's positions."""
+
+
+@runtime_checkable
+class ClosesFollowUp(Protocol):
+    """A stage that can close its follow-ups at an event time (the ascertain stage), for a
+    report as of that time."""
+
+    def close_at(self, time: int, producer: Any) -> int: ...
 
 
 @dataclass

@@ -32,6 +32,7 @@ class Reason(StrEnum):
     UNEXPECTED_VALUE = "unexpected_value"      # a value on an event that carries no measurement
     INVALID_OBSERVATION = "invalid_observation"  # an OutcomeObservation the later stages cannot use
     UNPUBLISHABLE = "unpublishable"            # an output the broker refused (too large, invalid): kept here
+    BEYOND_REVISION_HORIZON = "beyond_revision_horizon"  # older than RWE_REVISION_HORIZON behind the newest event
 
 
 @dataclass(frozen=True, slots=True)

@@ -723,23 +723,25 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     return rec, p
 
 
-_c0_e1: Final[dict[Any, bytes]] = {}
-_c1_e1: Final[dict[Any, bytes]] = {}
+_c0_e1: Final[Any] = []
+_c1_e1: Final[Any] = True
 _c2_e1: Final[dict[Any, bytes]] = {}
 _c3_e1: Final[dict[Any, bytes]] = {}
 _c4_e1: Final[dict[Any, bytes]] = {}
 _c5_e1: Final[dict[Any, bytes]] = {}
-_c6_e1: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10'}
+_c6_e1: Final[dict[Any, bytes]] = {}
 _c7_e1: Final[dict[Any, bytes]] = {}
-_c8_e1: Final[dict[Any, bytes]] = {}
+_c8_e1: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10'}
 _c9_e1: Final[dict[Any, bytes]] = {}
 _c10_e1: Final[dict[Any, bytes]] = {}
-_c11_e1: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
-_c12_e1: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
-_c13_e1: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
-_c14_e1: Final[dict[Any, bytes]] = {}
-_c15_e1: Final[dict[Any, bytes]] = {}
+_c11_e1: Final[dict[Any, bytes]] = {}
+_c12_e1: Final[dict[Any, bytes]] = {}
+_c13_e1: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
+_c14_e1: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
+_c15_e1: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
 _c16_e1: Final[dict[Any, bytes]] = {}
+_c17_e1: Final[dict[Any, bytes]] = {}
+_c18_e1: Final[dict[Any, bytes]] = {}
 
 
 def encode_1(rec: Any) -> bytes:
@@ -809,8 +811,8 @@ def encode_1(rec: Any) -> bytes:
         v10 = rec.get('ingest_time')
         v11 = rec.get('code_system')
         v12 = rec.get('code')
-        v13 = rec.get('concepts')
-        v14 = rec.get('mapped')
+        v13 = rec.get('concepts', _c0_e1)
+        v14 = rec.get('mapped', _c1_e1)
         v15 = rec.get('value')
         v16 = rec.get('unit')
         v17 = rec.get('admission_type')
@@ -821,53 +823,53 @@ def encode_1(rec: Any) -> bytes:
         v22 = rec.get('code_map_version')
     else:
         v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = rec
-    x24 = _c0_e1.get(v1)
+    x24 = _c2_e1.get(v1)
     if x24 is None:
         b23 = v1.encode()
         x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
-        if len(_c0_e1) < 256:
-            _c0_e1[v1] = x24
+        if len(_c2_e1) < 256:
+            _c2_e1[v1] = x24
     out.append(x24)
-    x26 = _c1_e1.get(v2)
+    x26 = _c3_e1.get(v2)
     if x26 is None:
         b25 = v2.encode()
         x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
-        if len(_c1_e1) < 256:
-            _c1_e1[v2] = x26
+        if len(_c3_e1) < 256:
+            _c3_e1[v2] = x26
     out.append(x26)
-    x28 = _c2_e1.get(v3)
+    x28 = _c4_e1.get(v3)
     if x28 is None:
         b27 = v3.encode()
         x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
-        if len(_c2_e1) < 256:
-            _c2_e1[v3] = x28
+        if len(_c4_e1) < 256:
+            _c4_e1[v3] = x28
     out.append(x28)
-    x30 = _c3_e1.get(v4)
+    x30 = _c5_e1.get(v4)
     if x30 is None:
         b29 = v4.encode()
         x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-        if len(_c3_e1) < 256:
-            _c3_e1[v4] = x30
+        if len(_c5_e1) < 256:
+            _c5_e1[v4] = x30
     out.append(x30)
-    x32 = _c4_e1.get(v5)
+    x32 = _c6_e1.get(v5)
     if x32 is None:
         b31 = v5.encode()
         x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-        if len(_c4_e1) < 256:
-            _c4_e1[v5] = x32
+        if len(_c6_e1) < 256:
+            _c6_e1[v5] = x32
     out.append(x32)
     if v6 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x34 = _c5_e1.get(v6)
+        x34 = _c7_e1.get(v6)
         if x34 is None:
             b33 = v6.encode()
             x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
-            if len(_c5_e1) < 256:
-                _c5_e1[v6] = x34
+            if len(_c7_e1) < 256:
+                _c7_e1[v6] = x34
         out.append(x34)
-    out.append(_c6_e1[v7])
+    out.append(_c8_e1[v7])
     out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
     out.append(_small[v9] if 0 <= v9 < 8192 else _zz(v9))
     out.append(_small[v10] if 0 <= v10 < 8192 else _zz(v10))
@@ -875,33 +877,33 @@ def encode_1(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x36 = _c7_e1.get(v11)
+        x36 = _c9_e1.get(v11)
         if x36 is None:
             b35 = v11.encode()
             x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
-            if len(_c7_e1) < 256:
-                _c7_e1[v11] = x36
+            if len(_c9_e1) < 256:
+                _c9_e1[v11] = x36
         out.append(x36)
     if v12 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x38 = _c8_e1.get(v12)
+        x38 = _c10_e1.get(v12)
         if x38 is None:
             b37 = v12.encode()
             x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
-            if len(_c8_e1) < 256:
-                _c8_e1[v12] = x38
+            if len(_c10_e1) < 256:
+                _c10_e1[v12] = x38
         out.append(x38)
     if v13:
         out.append(_zz(len(v13)))
         for i39 in v13:
-            x41 = _c9_e1.get(i39)
+            x41 = _c11_e1.get(i39)
             if x41 is None:
                 b40 = i39.encode()
                 x41 = (_small[len(b40)] if len(b40) < 8192 else _zz(len(b40))) + b40
-                if len(_c9_e1) < 256:
-                    _c9_e1[i39] = x41
+                if len(_c11_e1) < 256:
+                    _c11_e1[i39] = x41
             out.append(x41)
     out.append(b'\x00')
     out.append(b'\x01' if v14 else b'\x00')
@@ -914,23 +916,23 @@ def encode_1(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x43 = _c10_e1.get(v16)
+        x43 = _c12_e1.get(v16)
         if x43 is None:
             b42 = v16.encode()
             x43 = (_small[len(b42)] if len(b42) < 8192 else _zz(len(b42))) + b42
-            if len(_c10_e1) < 256:
-                _c10_e1[v16] = x43
+            if len(_c12_e1) < 256:
+                _c12_e1[v16] = x43
         out.append(x43)
     if v17 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c11_e1[v17])
+        out.append(_c13_e1[v17])
     if v18 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c12_e1[v18])
+        out.append(_c14_e1[v18])
     if v19 is None:
         out.append(b'\x00')
     else:
@@ -940,7 +942,7 @@ def encode_1(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c13_e1[v20])
+        out.append(_c15_e1[v20])
     if v21 is None:
         out.append(b'\x00')
     else:
@@ -951,27 +953,27 @@ def encode_1(rec: Any) -> bytes:
             v46 = v21.get('score')
         else:
             v44, v45, v46 = v21
-        x48 = _c14_e1.get(v44)
+        x48 = _c16_e1.get(v44)
         if x48 is None:
             b47 = v44.encode()
             x48 = (_small[len(b47)] if len(b47) < 8192 else _zz(len(b47))) + b47
-            if len(_c14_e1) < 256:
-                _c14_e1[v44] = x48
+            if len(_c16_e1) < 256:
+                _c16_e1[v44] = x48
         out.append(x48)
-        x50 = _c15_e1.get(v45)
+        x50 = _c17_e1.get(v45)
         if x50 is None:
             b49 = v45.encode()
             x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
-            if len(_c15_e1) < 256:
-                _c15_e1[v45] = x50
+            if len(_c17_e1) < 256:
+                _c17_e1[v45] = x50
         out.append(x50)
         out.append(_pack_double(v46))
-    x52 = _c16_e1.get(v22)
+    x52 = _c18_e1.get(v22)
     if x52 is None:
         b51 = v22.encode()
         x52 = (_small[len(b51)] if len(b51) < 8192 else _zz(len(b51))) + b51
-        if len(_c16_e1) < 256:
-            _c16_e1[v22] = x52
+        if len(_c18_e1) < 256:
+            _c18_e1[v22] = x52
     out.append(x52)
     return b''.join(out)
 
@@ -1367,11 +1369,11 @@ def decode_1(d: bytes, p: int) -> tuple[Any, int]:
     return rec, p
 
 
-_c0_e2: Final[dict[Any, bytes]] = {}
-_c1_e2: Final[dict[Any, bytes]] = {}
-_c2_e2: Final[dict[Any, bytes]] = {}
-_c3_e2: Final[dict[Any, bytes]] = {}
-_c4_e2: Final[dict[Any, bytes]] = {}
+_c0_e2: Final[Any] = False
+_c1_e2: Final[Any] = {}
+_c2_e2: Final[Any] = []
+_c3_e2: Final[Any] = []
+_c4_e2: Final[Any] = []
 _c5_e2: Final[dict[Any, bytes]] = {}
 _c6_e2: Final[dict[Any, bytes]] = {}
 _c7_e2: Final[dict[Any, bytes]] = {}
@@ -1380,6 +1382,15 @@ _c9_e2: Final[dict[Any, bytes]] = {}
 _c10_e2: Final[dict[Any, bytes]] = {}
 _c11_e2: Final[dict[Any, bytes]] = {}
 _c12_e2: Final[dict[Any, bytes]] = {}
+_c13_e2: Final[dict[Any, bytes]] = {}
+_c14_e2: Final[dict[Any, bytes]] = {}
+_c15_e2: Final[dict[Any, bytes]] = {}
+_c16_e2: Final[Any] = {}
+_c17_e2: Final[Any] = b''
+_c18_e2: Final[dict[Any, bytes]] = {}
+_c19_e2: Final[dict[Any, bytes]] = {}
+_c20_e2: Final[dict[Any, bytes]] = {}
+_c21_e2: Final[dict[Any, bytes]] = {}
 
 
 def encode_2(rec: Any) -> bytes:
@@ -1405,8 +1416,8 @@ def encode_2(rec: Any) -> bytes:
     v20: Any
     v21: Any
     v22: Any
-    b23: bytes
-    x24: bytes | None
+    v23: Any
+    v24: Any
     b25: bytes
     x26: bytes | None
     b27: bytes
@@ -1417,39 +1428,50 @@ def encode_2(rec: Any) -> bytes:
     x32: bytes | None
     b33: bytes
     x34: bytes | None
-    i35: Any
-    v36: Any
-    v37: Any
-    v38: Any
-    b39: bytes
-    x40: bytes | None
-    b41: bytes
-    x42: bytes | None
+    b35: bytes
+    x36: bytes | None
+    b37: bytes
+    x38: bytes | None
+    i39: Any
+    v40: Any
+    v41: Any
+    v42: Any
     b43: bytes
     x44: bytes | None
-    i45: Any
-    v46: Any
-    v47: Any
-    v48: Any
-    v49: Any
-    b50: bytes
-    x51: bytes | None
-    b52: bytes
-    x53: bytes | None
-    i54: Any
-    i55: Any
+    b45: bytes
+    x46: bytes | None
+    b47: bytes
+    x48: bytes | None
+    i49: Any
+    v50: Any
+    v51: Any
+    v52: Any
+    v53: Any
+    v54: Any
+    v55: Any
     b56: bytes
-    i57: Any
+    x57: bytes | None
     b58: bytes
     x59: bytes | None
+    i60: Any
+    i61: Any
+    b62: bytes
+    i63: Any
+    k64: Any
+    b65: bytes
+    x66: bytes | None
+    b67: bytes
+    i68: Any
+    b69: bytes
+    x70: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
-        v1 = rec.get('snapshot')
+        v1 = rec.get('snapshot', _c0_e2)
         v2 = rec.get('as_of')
-        v3 = rec.get('clocks')
-        v4 = rec.get('observations')
-        v5 = rec.get('sites')
-        v6 = rec.get('evicted')
+        v3 = rec.get('clocks', _c1_e2)
+        v4 = rec.get('observations', _c2_e2)
+        v5 = rec.get('sites', _c3_e2)
+        v6 = rec.get('evicted', _c4_e2)
         v7 = rec.get('unpublished')
     else:
         v1, v2, v3, v4, v5, v6, v7 = rec
@@ -1458,12 +1480,12 @@ def encode_2(rec: Any) -> bytes:
     if v3:
         out.append(_zz(len(v3)))
         for k9, i8 in v3.items():
-            x11 = _c0_e2.get(k9)
+            x11 = _c5_e2.get(k9)
             if x11 is None:
                 b10 = k9.encode()
                 x11 = (_small[len(b10)] if len(b10) < 8192 else _zz(len(b10))) + b10
-                if len(_c0_e2) < 256:
-                    _c0_e2[k9] = x11
+                if len(_c5_e2) < 256:
+                    _c5_e2[k9] = x11
             out.append(x11)
             out.append(_small[i8] if 0 <= i8 < 8192 else _zz(i8))
     out.append(b'\x00')
@@ -1481,51 +1503,53 @@ def encode_2(rec: Any) -> bytes:
                 v20 = i12.get('outcome')
                 v21 = i12.get('value')
                 v22 = i12.get('expected')
+                v23 = i12.get('exclusion')
+                v24 = i12.get('time')
             else:
-                v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = i12
-            x24 = _c1_e2.get(v13)
-            if x24 is None:
-                b23 = v13.encode()
-                x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
-                if len(_c1_e2) < 256:
-                    _c1_e2[v13] = x24
-            out.append(x24)
-            x26 = _c2_e2.get(v14)
+                v13, v14, v15, v16, v17, v18, v19, v20, v21, v22, v23, v24 = i12
+            x26 = _c6_e2.get(v13)
             if x26 is None:
-                b25 = v14.encode()
+                b25 = v13.encode()
                 x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
-                if len(_c2_e2) < 256:
-                    _c2_e2[v14] = x26
-            out.append(x26)
-            x28 = _c3_e2.get(v15)
-            if x28 is None:
-                b27 = v15.encode()
-                x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
-                if len(_c3_e2) < 256:
-                    _c3_e2[v15] = x28
-            out.append(x28)
-            x30 = _c4_e2.get(v16)
-            if x30 is None:
-                b29 = v16.encode()
-                x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-                if len(_c4_e2) < 256:
-                    _c4_e2[v16] = x30
-            out.append(x30)
-            x32 = _c5_e2.get(v17)
-            if x32 is None:
-                b31 = v17.encode()
-                x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-                if len(_c5_e2) < 256:
-                    _c5_e2[v17] = x32
-            out.append(x32)
-            out.append(_small[v18] if 0 <= v18 < 8192 else _zz(v18))
-            x34 = _c6_e2.get(v19)
-            if x34 is None:
-                b33 = v19.encode()
-                x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
                 if len(_c6_e2) < 256:
-                    _c6_e2[v19] = x34
+                    _c6_e2[v13] = x26
+            out.append(x26)
+            x28 = _c7_e2.get(v14)
+            if x28 is None:
+                b27 = v14.encode()
+                x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
+                if len(_c7_e2) < 256:
+                    _c7_e2[v14] = x28
+            out.append(x28)
+            x30 = _c8_e2.get(v15)
+            if x30 is None:
+                b29 = v15.encode()
+                x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
+                if len(_c8_e2) < 256:
+                    _c8_e2[v15] = x30
+            out.append(x30)
+            x32 = _c9_e2.get(v16)
+            if x32 is None:
+                b31 = v16.encode()
+                x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
+                if len(_c9_e2) < 256:
+                    _c9_e2[v16] = x32
+            out.append(x32)
+            x34 = _c10_e2.get(v17)
+            if x34 is None:
+                b33 = v17.encode()
+                x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
+                if len(_c10_e2) < 256:
+                    _c10_e2[v17] = x34
             out.append(x34)
+            out.append(_small[v18] if 0 <= v18 < 8192 else _zz(v18))
+            x36 = _c11_e2.get(v19)
+            if x36 is None:
+                b35 = v19.encode()
+                x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
+                if len(_c11_e2) < 256:
+                    _c11_e2[v19] = x36
+            out.append(x36)
             if v20 is None:
                 out.append(b'\x00')
             else:
@@ -1541,74 +1565,107 @@ def encode_2(rec: Any) -> bytes:
             else:
                 out.append(b'\x02')
                 out.append(_pack_double(v22))
+            if v23 is None:
+                out.append(b'\x00')
+            else:
+                out.append(b'\x02')
+                x38 = _c12_e2.get(v23)
+                if x38 is None:
+                    b37 = v23.encode()
+                    x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
+                    if len(_c12_e2) < 256:
+                        _c12_e2[v23] = x38
+                out.append(x38)
+            if v24 is None:
+                out.append(b'\x00')
+            else:
+                out.append(b'\x02')
+                out.append(_small[v24] if 0 <= v24 < 8192 else _zz(v24))
     out.append(b'\x00')
     if v5:
         out.append(_zz(len(v5)))
-        for i35 in v5:
-            if isinstance(i35, dict):
-                v36 = i35.get('site_id')
-                v37 = i35.get('region')
-                v38 = i35.get('country')
+        for i39 in v5:
+            if isinstance(i39, dict):
+                v40 = i39.get('site_id')
+                v41 = i39.get('region')
+                v42 = i39.get('country')
             else:
-                v36, v37, v38 = i35
-            x40 = _c7_e2.get(v36)
-            if x40 is None:
-                b39 = v36.encode()
-                x40 = (_small[len(b39)] if len(b39) < 8192 else _zz(len(b39))) + b39
-                if len(_c7_e2) < 256:
-                    _c7_e2[v36] = x40
-            out.append(x40)
-            x42 = _c8_e2.get(v37)
-            if x42 is None:
-                b41 = v37.encode()
-                x42 = (_small[len(b41)] if len(b41) < 8192 else _zz(len(b41))) + b41
-                if len(_c8_e2) < 256:
-                    _c8_e2[v37] = x42
-            out.append(x42)
-            x44 = _c9_e2.get(v38)
+                v40, v41, v42 = i39
+            x44 = _c13_e2.get(v40)
             if x44 is None:
-                b43 = v38.encode()
+                b43 = v40.encode()
                 x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
-                if len(_c9_e2) < 256:
-                    _c9_e2[v38] = x44
+                if len(_c13_e2) < 256:
+                    _c13_e2[v40] = x44
             out.append(x44)
+            x46 = _c14_e2.get(v41)
+            if x46 is None:
+                b45 = v41.encode()
+                x46 = (_small[len(b45)] if len(b45) < 8192 else _zz(len(b45))) + b45
+                if len(_c14_e2) < 256:
+                    _c14_e2[v41] = x46
+            out.append(x46)
+            x48 = _c15_e2.get(v42)
+            if x48 is None:
+                b47 = v42.encode()
+                x48 = (_small[len(b47)] if len(b47) < 8192 else _zz(len(b47))) + b47
+                if len(_c15_e2) < 256:
+                    _c15_e2[v42] = x48
+            out.append(x48)
     out.append(b'\x00')
     if v6:
         out.append(_zz(len(v6)))
-        for i45 in v6:
-            if isinstance(i45, dict):
-                v46 = i45.get('indicator')
-                v47 = i45.get('site_id')
-                v48 = i45.get('counts')
-                v49 = i45.get('sums')
+        for i49 in v6:
+            if isinstance(i49, dict):
+                v50 = i49.get('indicator')
+                v51 = i49.get('site_id')
+                v52 = i49.get('counts')
+                v53 = i49.get('sums')
+                v54 = i49.get('reasons', _c16_e2)
+                v55 = i49.get('values', _c17_e2)
             else:
-                v46, v47, v48, v49 = i45
-            x51 = _c10_e2.get(v46)
-            if x51 is None:
-                b50 = v46.encode()
-                x51 = (_small[len(b50)] if len(b50) < 8192 else _zz(len(b50))) + b50
-                if len(_c10_e2) < 256:
-                    _c10_e2[v46] = x51
-            out.append(x51)
-            x53 = _c11_e2.get(v47)
-            if x53 is None:
-                b52 = v47.encode()
-                x53 = (_small[len(b52)] if len(b52) < 8192 else _zz(len(b52))) + b52
-                if len(_c11_e2) < 256:
-                    _c11_e2[v47] = x53
-            out.append(x53)
-            if v48:
-                out.append(_zz(len(v48)))
-                for i54 in v48:
-                    out.append(_small[i54] if 0 <= i54 < 8192 else _zz(i54))
+                v50, v51, v52, v53, v54, v55 = i49
+            x57 = _c18_e2.get(v50)
+            if x57 is None:
+                b56 = v50.encode()
+                x57 = (_small[len(b56)] if len(b56) < 8192 else _zz(len(b56))) + b56
+                if len(_c18_e2) < 256:
+                    _c18_e2[v50] = x57
+            out.append(x57)
+            x59 = _c19_e2.get(v51)
+            if x59 is None:
+                b58 = v51.encode()
+                x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
+                if len(_c19_e2) < 256:
+                    _c19_e2[v51] = x59
+            out.append(x59)
+            if v52:
+                out.append(_zz(len(v52)))
+                for i60 in v52:
+                    out.append(_small[i60] if 0 <= i60 < 8192 else _zz(i60))
             out.append(b'\x00')
-            if v49:
-                out.append(_zz(len(v49)))
-                for i55 in v49:
-                    b56 = bytes(i55)
-                    out.append(_small[len(b56)] if len(b56) < 8192 else _zz(len(b56)))
-                    out.append(b56)
+            if v53:
+                out.append(_zz(len(v53)))
+                for i61 in v53:
+                    b62 = bytes(i61)
+                    out.append(_small[len(b62)] if len(b62) < 8192 else _zz(len(b62)))
+                    out.append(b62)
             out.append(b'\x00')
+            if v54:
+                out.append(_zz(len(v54)))
+                for k64, i63 in v54.items():
+                    x66 = _c20_e2.get(k64)
+                    if x66 is None:
+                        b65 = k64.encode()
+                        x66 = (_small[len(b65)] if len(b65) < 8192 else _zz(len(b65))) + b65
+                        if len(_c20_e2) < 256:
+                            _c20_e2[k64] = x66
+                    out.append(x66)
+                    out.append(_small[i63] if 0 <= i63 < 8192 else _zz(i63))
+            out.append(b'\x00')
+            b67 = bytes(v55)
+            out.append(_small[len(b67)] if len(b67) < 8192 else _zz(len(b67)))
+            out.append(b67)
     out.append(b'\x00')
     if v7 is None:
         out.append(b'\x00')
@@ -1616,14 +1673,14 @@ def encode_2(rec: Any) -> bytes:
         out.append(b'\x02')
         if v7:
             out.append(_zz(len(v7)))
-            for i57 in v7:
-                x59 = _c12_e2.get(i57)
-                if x59 is None:
-                    b58 = i57.encode()
-                    x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
-                    if len(_c12_e2) < 256:
-                        _c12_e2[i57] = x59
-                out.append(x59)
+            for i68 in v7:
+                x70 = _c21_e2.get(i68)
+                if x70 is None:
+                    b69 = i68.encode()
+                    x70 = (_small[len(b69)] if len(b69) < 8192 else _zz(len(b69))) + b69
+                    if len(_c21_e2) < 256:
+                        _c21_e2[i68] = x70
+                out.append(x70)
         out.append(b'\x00')
     return b''.join(out)
 
@@ -1661,33 +1718,45 @@ def decode_2(d: bytes, p: int) -> tuple[Any, int]:
     f28: Any
     u29: int
     f30: Any
-    n31: int
-    x32: Any
+    u31: int
+    s32: int
     f33: Any
-    s34: int
+    u34: int
     f35: Any
-    s36: int
-    f37: Any
-    s38: int
-    f39: Any
-    n40: int
-    x41: Any
+    n36: int
+    x37: Any
+    f38: Any
+    s39: int
+    f40: Any
+    s41: int
     f42: Any
     s43: int
     f44: Any
-    s45: int
-    f46: Any
-    n47: int
-    x48: Any
+    n45: int
+    x46: Any
+    f47: Any
+    s48: int
     f49: Any
-    n50: int
-    x51: Any
-    s52: int
-    f53: Any
-    u54: int
+    s50: int
+    f51: Any
+    n52: int
+    x53: Any
+    f54: Any
     n55: int
     x56: Any
     s57: int
+    f58: Any
+    n59: int
+    x60: Any
+    k61: Any
+    s62: int
+    f63: Any
+    s64: int
+    f65: Any
+    u66: int
+    n67: int
+    x68: Any
+    s69: int
     end = len(d)
     b = d[p]
     if b > 1:
@@ -1854,68 +1923,80 @@ def decode_2(d: bytes, p: int) -> tuple[Any, int]:
                 p += 8
             else:
                 raise ValueError('union branch ' + str(u29) + ' out of range')
-            x10 = {'observation_id': f11, 'indicator': f13, 'site_id': f15, 'region': f17, 'country': f19, 'index_time': f21, 'status': f22, 'outcome': f24, 'value': f26, 'expected': f28}
+            b = d[p]
+            if b < 0x80:
+                u31 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                u31, p = _read_long(d, p)
+            if u31 == 0:
+                f30 = None
+            elif u31 == 1:
+                b = d[p]
+                if b < 0x80:
+                    s32 = (b >> 1) ^ -(b & 1)
+                    p += 1
+                else:
+                    s32, p = _read_long(d, p)
+                if s32 < 0 or p + s32 > end:
+                    raise ValueError('string run past the end of the data')
+                f30 = d[p:p + s32].decode()
+                p += s32
+            else:
+                raise ValueError('union branch ' + str(u31) + ' out of range')
+            b = d[p]
+            if b < 0x80:
+                u34 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                u34, p = _read_long(d, p)
+            if u34 == 0:
+                f33 = None
+            elif u34 == 1:
+                b = d[p]
+                if b < 0x80:
+                    f33 = (b >> 1) ^ -(b & 1)
+                    p += 1
+                else:
+                    f33, p = _read_long(d, p)
+            else:
+                raise ValueError('union branch ' + str(u34) + ' out of range')
+            x10 = {'observation_id': f11, 'indicator': f13, 'site_id': f15, 'region': f17, 'country': f19, 'index_time': f21, 'status': f22, 'outcome': f24, 'value': f26, 'expected': f28, 'exclusion': f30, 'time': f33}
             f8.append(x10)
-    f30 = []
+    f35 = []
     while True:
         b = d[p]
         if b < 0x80:
-            n31 = (b >> 1) ^ -(b & 1)
+            n36 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            n31, p = _read_long(d, p)
-        if n31 == 0:
+            n36, p = _read_long(d, p)
+        if n36 == 0:
             break
-        if n31 < 0:  # a block with its byte size
-            n31 = -n31
+        if n36 < 0:  # a block with its byte size
+            n36 = -n36
             _, p = _read_long(d, p)
-        for _ in range(n31):
+        for _ in range(n36):
             b = d[p]
             if b < 0x80:
-                s34 = (b >> 1) ^ -(b & 1)
+                s39 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s34, p = _read_long(d, p)
-            if s34 < 0 or p + s34 > end:
+                s39, p = _read_long(d, p)
+            if s39 < 0 or p + s39 > end:
                 raise ValueError('string run past the end of the data')
-            f33 = d[p:p + s34].decode()
-            p += s34
+            f38 = d[p:p + s39].decode()
+            p += s39
             b = d[p]
             if b < 0x80:
-                s36 = (b >> 1) ^ -(b & 1)
+                s41 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s36, p = _read_long(d, p)
-            if s36 < 0 or p + s36 > end:
+                s41, p = _read_long(d, p)
+            if s41 < 0 or p + s41 > end:
                 raise ValueError('string run past the end of the data')
-            f35 = d[p:p + s36].decode()
-            p += s36
-            b = d[p]
-            if b < 0x80:
-                s38 = (b >> 1) ^ -(b & 1)
-                p += 1
-            else:
-                s38, p = _read_long(d, p)
-            if s38 < 0 or p + s38 > end:
-                raise ValueError('string run past the end of the data')
-            f37 = d[p:p + s38].decode()
-            p += s38
-            x32 = {'site_id': f33, 'region': f35, 'country': f37}
-            f30.append(x32)
-    f39 = []
-    while True:
-        b = d[p]
-        if b < 0x80:
-            n40 = (b >> 1) ^ -(b & 1)
-            p += 1
-        else:
-            n40, p = _read_long(d, p)
-        if n40 == 0:
-            break
-        if n40 < 0:  # a block with its byte size
-            n40 = -n40
-            _, p = _read_long(d, p)
-        for _ in range(n40):
+            f40 = d[p:p + s41].decode()
+            p += s41
             b = d[p]
             if b < 0x80:
                 s43 = (b >> 1) ^ -(b & 1)
@@ -1926,113 +2007,187 @@ def decode_2(d: bytes, p: int) -> tuple[Any, int]:
                 raise ValueError('string run past the end of the data')
             f42 = d[p:p + s43].decode()
             p += s43
+            x37 = {'site_id': f38, 'region': f40, 'country': f42}
+            f35.append(x37)
+    f44 = []
+    while True:
+        b = d[p]
+        if b < 0x80:
+            n45 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            n45, p = _read_long(d, p)
+        if n45 == 0:
+            break
+        if n45 < 0:  # a block with its byte size
+            n45 = -n45
+            _, p = _read_long(d, p)
+        for _ in range(n45):
             b = d[p]
             if b < 0x80:
-                s45 = (b >> 1) ^ -(b & 1)
+                s48 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s45, p = _read_long(d, p)
-            if s45 < 0 or p + s45 > end:
+                s48, p = _read_long(d, p)
+            if s48 < 0 or p + s48 > end:
                 raise ValueError('string run past the end of the data')
-            f44 = d[p:p + s45].decode()
-            p += s45
-            f46 = []
+            f47 = d[p:p + s48].decode()
+            p += s48
+            b = d[p]
+            if b < 0x80:
+                s50 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s50, p = _read_long(d, p)
+            if s50 < 0 or p + s50 > end:
+                raise ValueError('string run past the end of the data')
+            f49 = d[p:p + s50].decode()
+            p += s50
+            f51 = []
             while True:
                 b = d[p]
                 if b < 0x80:
-                    n47 = (b >> 1) ^ -(b & 1)
+                    n52 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    n47, p = _read_long(d, p)
-                if n47 == 0:
+                    n52, p = _read_long(d, p)
+                if n52 == 0:
                     break
-                if n47 < 0:  # a block with its byte size
-                    n47 = -n47
+                if n52 < 0:  # a block with its byte size
+                    n52 = -n52
                     _, p = _read_long(d, p)
-                for _ in range(n47):
+                for _ in range(n52):
                     b = d[p]
                     if b < 0x80:
-                        x48 = (b >> 1) ^ -(b & 1)
+                        x53 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        x48, p = _read_long(d, p)
-                    f46.append(x48)
-            f49 = []
+                        x53, p = _read_long(d, p)
+                    f51.append(x53)
+            f54 = []
             while True:
                 b = d[p]
                 if b < 0x80:
-                    n50 = (b >> 1) ^ -(b & 1)
+                    n55 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    n50, p = _read_long(d, p)
-                if n50 == 0:
+                    n55, p = _read_long(d, p)
+                if n55 == 0:
                     break
-                if n50 < 0:  # a block with its byte size
-                    n50 = -n50
+                if n55 < 0:  # a block with its byte size
+                    n55 = -n55
                     _, p = _read_long(d, p)
-                for _ in range(n50):
+                for _ in range(n55):
                     b = d[p]
                     if b < 0x80:
-                        s52 = (b >> 1) ^ -(b & 1)
+                        s57 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        s52, p = _read_long(d, p)
-                    if s52 < 0 or p + s52 > end:
+                        s57, p = _read_long(d, p)
+                    if s57 < 0 or p + s57 > end:
                         raise ValueError('bytes run past the end of the data')
-                    x51 = d[p:p + s52]
-                    p += s52
-                    f49.append(x51)
-            x41 = {'indicator': f42, 'site_id': f44, 'counts': f46, 'sums': f49}
-            f39.append(x41)
+                    x56 = d[p:p + s57]
+                    p += s57
+                    f54.append(x56)
+            f58 = {}
+            while True:
+                b = d[p]
+                if b < 0x80:
+                    n59 = (b >> 1) ^ -(b & 1)
+                    p += 1
+                else:
+                    n59, p = _read_long(d, p)
+                if n59 == 0:
+                    break
+                if n59 < 0:  # a block with its byte size
+                    n59 = -n59
+                    _, p = _read_long(d, p)
+                for _ in range(n59):
+                    b = d[p]
+                    if b < 0x80:
+                        s62 = (b >> 1) ^ -(b & 1)
+                        p += 1
+                    else:
+                        s62, p = _read_long(d, p)
+                    if s62 < 0 or p + s62 > end:
+                        raise ValueError('string run past the end of the data')
+                    k61 = d[p:p + s62].decode()
+                    p += s62
+                    b = d[p]
+                    if b < 0x80:
+                        x60 = (b >> 1) ^ -(b & 1)
+                        p += 1
+                    else:
+                        x60, p = _read_long(d, p)
+                    f58[k61] = x60
+            b = d[p]
+            if b < 0x80:
+                s64 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s64, p = _read_long(d, p)
+            if s64 < 0 or p + s64 > end:
+                raise ValueError('bytes run past the end of the data')
+            f63 = d[p:p + s64]
+            p += s64
+            x46 = {'indicator': f47, 'site_id': f49, 'counts': f51, 'sums': f54, 'reasons': f58, 'values': f63}
+            f44.append(x46)
     b = d[p]
     if b < 0x80:
-        u54 = (b >> 1) ^ -(b & 1)
+        u66 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u54, p = _read_long(d, p)
-    if u54 == 0:
-        f53 = None
-    elif u54 == 1:
-        f53 = []
+        u66, p = _read_long(d, p)
+    if u66 == 0:
+        f65 = None
+    elif u66 == 1:
+        f65 = []
         while True:
             b = d[p]
             if b < 0x80:
-                n55 = (b >> 1) ^ -(b & 1)
+                n67 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                n55, p = _read_long(d, p)
-            if n55 == 0:
+                n67, p = _read_long(d, p)
+            if n67 == 0:
                 break
-            if n55 < 0:  # a block with its byte size
-                n55 = -n55
+            if n67 < 0:  # a block with its byte size
+                n67 = -n67
                 _, p = _read_long(d, p)
-            for _ in range(n55):
+            for _ in range(n67):
                 b = d[p]
                 if b < 0x80:
-                    s57 = (b >> 1) ^ -(b & 1)
+                    s69 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    s57, p = _read_long(d, p)
-                if s57 < 0 or p + s57 > end:
+                    s69, p = _read_long(d, p)
+                if s69 < 0 or p + s69 > end:
                     raise ValueError('string run past the end of the data')
-                x56 = d[p:p + s57].decode()
-                p += s57
-                f53.append(x56)
+                x68 = d[p:p + s69].decode()
+                p += s69
+                f65.append(x68)
     else:
-        raise ValueError('union branch ' + str(u54) + ' out of range')
-    rec = {'snapshot': f1, 'as_of': f2, 'clocks': f3, 'observations': f8, 'sites': f30, 'evicted': f39, 'unpublished': f53}
+        raise ValueError('union branch ' + str(u66) + ' out of range')
+    rec = {'snapshot': f1, 'as_of': f2, 'clocks': f3, 'observations': f8, 'sites': f35, 'evicted': f44, 'unpublished': f65}
     return rec, p
 
 
-_c0_e3: Final[dict[Any, bytes]] = {}
-_c1_e3: Final[dict[Any, bytes]] = {}
-_c2_e3: Final[dict[Any, bytes]] = {}
-_c3_e3: Final[dict[Any, bytes]] = {}
-_c4_e3: Final[dict[Any, bytes]] = {}
-_c5_e3: Final[dict[Any, bytes]] = {}
-_c6_e3: Final[dict[Any, bytes]] = {}
+_c0_e3: Final[Any] = False
+_c1_e3: Final[Any] = 0
+_c2_e3: Final[Any] = []
+_c3_e3: Final[Any] = False
+_c4_e3: Final[Any] = b''
+_c5_e3: Final[Any] = b''
+_c6_e3: Final[Any] = b''
 _c7_e3: Final[dict[Any, bytes]] = {}
 _c8_e3: Final[dict[Any, bytes]] = {}
+_c9_e3: Final[dict[Any, bytes]] = {}
+_c10_e3: Final[dict[Any, bytes]] = {}
+_c11_e3: Final[dict[Any, bytes]] = {}
+_c12_e3: Final[dict[Any, bytes]] = {}
+_c13_e3: Final[dict[Any, bytes]] = {}
+_c14_e3: Final[dict[Any, bytes]] = {}
+_c15_e3: Final[dict[Any, bytes]] = {}
 
 
 def encode_3(rec: Any) -> bytes:
@@ -2040,8 +2195,8 @@ def encode_3(rec: Any) -> bytes:
     v2: Any
     v3: Any
     v4: Any
-    i5: Any
-    v6: Any
+    v5: Any
+    i6: Any
     v7: Any
     v8: Any
     v9: Any
@@ -2049,200 +2204,209 @@ def encode_3(rec: Any) -> bytes:
     v11: Any
     v12: Any
     v13: Any
-    b14: bytes
-    x15: bytes | None
-    i16: Any
-    v17: Any
-    v18: Any
+    v14: Any
+    v15: Any
+    b16: bytes
+    x17: bytes | None
+    i18: Any
     v19: Any
     v20: Any
     v21: Any
     v22: Any
     v23: Any
     v24: Any
-    b25: bytes
-    x26: bytes | None
+    v25: Any
+    v26: Any
     b27: bytes
     x28: bytes | None
     b29: bytes
     x30: bytes | None
-    i31: Any
-    b32: bytes
-    x33: bytes | None
+    b31: bytes
+    x32: bytes | None
+    i33: Any
     b34: bytes
     x35: bytes | None
-    i36: Any
-    v37: Any
-    v38: Any
+    b36: bytes
+    x37: bytes | None
+    i38: Any
     v39: Any
     v40: Any
     v41: Any
-    b42: bytes
-    x43: bytes | None
+    v42: Any
+    v43: Any
     b44: bytes
     x45: bytes | None
     b46: bytes
-    b47: bytes
-    i48: Any
+    x47: bytes | None
+    b48: bytes
     b49: bytes
-    x50: bytes | None
+    b50: bytes
+    i51: Any
+    b52: bytes
+    x53: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
-        v1 = rec.get('snapshot')
+        v1 = rec.get('snapshot', _c0_e3)
         v2 = rec.get('max_seen')
-        v3 = rec.get('patients')
-        v4 = rec.get('strings')
+        v3 = rec.get('floor', _c1_e3)
+        v4 = rec.get('patients')
+        v5 = rec.get('strings', _c2_e3)
     else:
-        v1, v2, v3, v4 = rec
+        v1, v2, v3, v4, v5 = rec
     out.append(b'\x01' if v1 else b'\x00')
     out.append(_small[v2] if 0 <= v2 < 8192 else _zz(v2))
-    if v3:
-        out.append(_zz(len(v3)))
-        for i5 in v3:
-            if isinstance(i5, dict):
-                v6 = i5.get('pseudonym')
-                v7 = i5.get('evicted')
-                v8 = i5.get('birth_year')
-                v9 = i5.get('male')
-                v10 = i5.get('facts')
-                v11 = i5.get('published')
-                v12 = i5.get('packed_facts')
-                v13 = i5.get('packed_published')
+    out.append(_small[v3] if 0 <= v3 < 8192 else _zz(v3))
+    if v4:
+        out.append(_zz(len(v4)))
+        for i6 in v4:
+            if isinstance(i6, dict):
+                v7 = i6.get('pseudonym')
+                v8 = i6.get('evicted', _c3_e3)
+                v9 = i6.get('birth_year')
+                v10 = i6.get('male')
+                v11 = i6.get('facts')
+                v12 = i6.get('published')
+                v13 = i6.get('packed_facts', _c4_e3)
+                v14 = i6.get('packed_published', _c5_e3)
+                v15 = i6.get('packed_revisions', _c6_e3)
             else:
-                v6, v7, v8, v9, v10, v11, v12, v13 = i5
-            x15 = _c0_e3.get(v6)
-            if x15 is None:
-                b14 = v6.encode()
-                x15 = (_small[len(b14)] if len(b14) < 8192 else _zz(len(b14))) + b14
-                if len(_c0_e3) < 256:
-                    _c0_e3[v6] = x15
-            out.append(x15)
-            out.append(b'\x01' if v7 else b'\x00')
-            if v8 is None:
-                out.append(b'\x00')
-            else:
-                out.append(b'\x02')
-                out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
+                v7, v8, v9, v10, v11, v12, v13, v14, v15 = i6
+            x17 = _c7_e3.get(v7)
+            if x17 is None:
+                b16 = v7.encode()
+                x17 = (_small[len(b16)] if len(b16) < 8192 else _zz(len(b16))) + b16
+                if len(_c7_e3) < 256:
+                    _c7_e3[v7] = x17
+            out.append(x17)
+            out.append(b'\x01' if v8 else b'\x00')
             if v9 is None:
                 out.append(b'\x00')
             else:
                 out.append(b'\x02')
-                out.append(b'\x01' if v9 else b'\x00')
-            if v10:
-                out.append(_zz(len(v10)))
-                for i16 in v10:
-                    if isinstance(i16, dict):
-                        v17 = i16.get('time')
-                        v18 = i16.get('kind')
-                        v19 = i16.get('site')
-                        v20 = i16.get('ref')
-                        v21 = i16.get('concepts')
-                        v22 = i16.get('value')
-                        v23 = i16.get('attr')
-                        v24 = i16.get('key')
+                out.append(_small[v9] if 0 <= v9 < 8192 else _zz(v9))
+            if v10 is None:
+                out.append(b'\x00')
+            else:
+                out.append(b'\x02')
+                out.append(b'\x01' if v10 else b'\x00')
+            if v11:
+                out.append(_zz(len(v11)))
+                for i18 in v11:
+                    if isinstance(i18, dict):
+                        v19 = i18.get('time')
+                        v20 = i18.get('kind')
+                        v21 = i18.get('site')
+                        v22 = i18.get('ref')
+                        v23 = i18.get('concepts')
+                        v24 = i18.get('value')
+                        v25 = i18.get('attr')
+                        v26 = i18.get('key')
                     else:
-                        v17, v18, v19, v20, v21, v22, v23, v24 = i16
-                    out.append(_small[v17] if 0 <= v17 < 8192 else _zz(v17))
-                    x26 = _c1_e3.get(v18)
-                    if x26 is None:
-                        b25 = v18.encode()
-                        x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
-                        if len(_c1_e3) < 256:
-                            _c1_e3[v18] = x26
-                    out.append(x26)
-                    x28 = _c2_e3.get(v19)
+                        v19, v20, v21, v22, v23, v24, v25, v26 = i18
+                    out.append(_small[v19] if 0 <= v19 < 8192 else _zz(v19))
+                    x28 = _c8_e3.get(v20)
                     if x28 is None:
-                        b27 = v19.encode()
+                        b27 = v20.encode()
                         x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
-                        if len(_c2_e3) < 256:
-                            _c2_e3[v19] = x28
+                        if len(_c8_e3) < 256:
+                            _c8_e3[v20] = x28
                     out.append(x28)
-                    if v20 is None:
-                        out.append(b'\x00')
-                    else:
-                        out.append(b'\x02')
-                        x30 = _c3_e3.get(v20)
-                        if x30 is None:
-                            b29 = v20.encode()
-                            x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-                            if len(_c3_e3) < 256:
-                                _c3_e3[v20] = x30
-                        out.append(x30)
-                    if v21:
-                        out.append(_zz(len(v21)))
-                        for i31 in v21:
-                            x33 = _c4_e3.get(i31)
-                            if x33 is None:
-                                b32 = i31.encode()
-                                x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
-                                if len(_c4_e3) < 256:
-                                    _c4_e3[i31] = x33
-                            out.append(x33)
-                    out.append(b'\x00')
+                    x30 = _c9_e3.get(v21)
+                    if x30 is None:
+                        b29 = v21.encode()
+                        x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
+                        if len(_c9_e3) < 256:
+                            _c9_e3[v21] = x30
+                    out.append(x30)
                     if v22 is None:
                         out.append(b'\x00')
                     else:
                         out.append(b'\x02')
-                        out.append(_pack_double(v22))
-                    if v23 is None:
+                        x32 = _c10_e3.get(v22)
+                        if x32 is None:
+                            b31 = v22.encode()
+                            x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
+                            if len(_c10_e3) < 256:
+                                _c10_e3[v22] = x32
+                        out.append(x32)
+                    if v23:
+                        out.append(_zz(len(v23)))
+                        for i33 in v23:
+                            x35 = _c11_e3.get(i33)
+                            if x35 is None:
+                                b34 = i33.encode()
+                                x35 = (_small[len(b34)] if len(b34) < 8192 else _zz(len(b34))) + b34
+                                if len(_c11_e3) < 256:
+                                    _c11_e3[i33] = x35
+                            out.append(x35)
+                    out.append(b'\x00')
+                    if v24 is None:
                         out.append(b'\x00')
                     else:
                         out.append(b'\x02')
-                        x35 = _c5_e3.get(v23)
-                        if x35 is None:
-                            b34 = v23.encode()
-                            x35 = (_small[len(b34)] if len(b34) < 8192 else _zz(len(b34))) + b34
-                            if len(_c5_e3) < 256:
-                                _c5_e3[v23] = x35
-                        out.append(x35)
-                    out.append(_small[v24] if 0 <= v24 < 8192 else _zz(v24))
-            out.append(b'\x00')
-            if v11:
-                out.append(_zz(len(v11)))
-                for i36 in v11:
-                    if isinstance(i36, dict):
-                        v37 = i36.get('id')
-                        v38 = i36.get('signature')
-                        v39 = i36.get('site')
-                        v40 = i36.get('index_time')
-                        v41 = i36.get('horizon_end')
+                        out.append(_pack_double(v24))
+                    if v25 is None:
+                        out.append(b'\x00')
                     else:
-                        v37, v38, v39, v40, v41 = i36
-                    x43 = _c6_e3.get(v37)
-                    if x43 is None:
-                        b42 = v37.encode()
-                        x43 = (_small[len(b42)] if len(b42) < 8192 else _zz(len(b42))) + b42
-                        if len(_c6_e3) < 256:
-                            _c6_e3[v37] = x43
-                    out.append(x43)
-                    out.append(_small[v38] if 0 <= v38 < 8192 else _zz(v38))
-                    x45 = _c7_e3.get(v39)
+                        out.append(b'\x02')
+                        x37 = _c12_e3.get(v25)
+                        if x37 is None:
+                            b36 = v25.encode()
+                            x37 = (_small[len(b36)] if len(b36) < 8192 else _zz(len(b36))) + b36
+                            if len(_c12_e3) < 256:
+                                _c12_e3[v25] = x37
+                        out.append(x37)
+                    out.append(_small[v26] if 0 <= v26 < 8192 else _zz(v26))
+            out.append(b'\x00')
+            if v12:
+                out.append(_zz(len(v12)))
+                for i38 in v12:
+                    if isinstance(i38, dict):
+                        v39 = i38.get('id')
+                        v40 = i38.get('signature')
+                        v41 = i38.get('site')
+                        v42 = i38.get('index_time')
+                        v43 = i38.get('horizon_end')
+                    else:
+                        v39, v40, v41, v42, v43 = i38
+                    x45 = _c13_e3.get(v39)
                     if x45 is None:
                         b44 = v39.encode()
                         x45 = (_small[len(b44)] if len(b44) < 8192 else _zz(len(b44))) + b44
-                        if len(_c7_e3) < 256:
-                            _c7_e3[v39] = x45
+                        if len(_c13_e3) < 256:
+                            _c13_e3[v39] = x45
                     out.append(x45)
                     out.append(_small[v40] if 0 <= v40 < 8192 else _zz(v40))
-                    out.append(_small[v41] if 0 <= v41 < 8192 else _zz(v41))
+                    x47 = _c14_e3.get(v41)
+                    if x47 is None:
+                        b46 = v41.encode()
+                        x47 = (_small[len(b46)] if len(b46) < 8192 else _zz(len(b46))) + b46
+                        if len(_c14_e3) < 256:
+                            _c14_e3[v41] = x47
+                    out.append(x47)
+                    out.append(_small[v42] if 0 <= v42 < 8192 else _zz(v42))
+                    out.append(_small[v43] if 0 <= v43 < 8192 else _zz(v43))
             out.append(b'\x00')
-            b46 = bytes(v12)
-            out.append(_small[len(b46)] if len(b46) < 8192 else _zz(len(b46)))
-            out.append(b46)
-            b47 = bytes(v13)
-            out.append(_small[len(b47)] if len(b47) < 8192 else _zz(len(b47)))
-            out.append(b47)
+            b48 = bytes(v13)
+            out.append(_small[len(b48)] if len(b48) < 8192 else _zz(len(b48)))
+            out.append(b48)
+            b49 = bytes(v14)
+            out.append(_small[len(b49)] if len(b49) < 8192 else _zz(len(b49)))
+            out.append(b49)
+            b50 = bytes(v15)
+            out.append(_small[len(b50)] if len(b50) < 8192 else _zz(len(b50)))
+            out.append(b50)
     out.append(b'\x00')
-    if v4:
-        out.append(_zz(len(v4)))
-        for i48 in v4:
-            x50 = _c8_e3.get(i48)
-            if x50 is None:
-                b49 = i48.encode()
-                x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
-                if len(_c8_e3) < 256:
-                    _c8_e3[i48] = x50
-            out.append(x50)
+    if v5:
+        out.append(_zz(len(v5)))
+        for i51 in v5:
+            x53 = _c15_e3.get(i51)
+            if x53 is None:
+                b52 = i51.encode()
+                x53 = (_small[len(b52)] if len(b52) < 8192 else _zz(len(b52))) + b52
+                if len(_c15_e3) < 256:
+                    _c15_e3[i51] = x53
+            out.append(x53)
     out.append(b'\x00')
     return b''.join(out)
 
@@ -2253,54 +2417,57 @@ def decode_3(d: bytes, p: int) -> tuple[Any, int]:
     f1: Any
     f2: Any
     f3: Any
-    n4: int
-    x5: Any
-    f6: Any
-    s7: int
-    f8: Any
+    f4: Any
+    n5: int
+    x6: Any
+    f7: Any
+    s8: int
     f9: Any
-    u10: int
-    f11: Any
-    u12: int
-    f13: Any
-    n14: int
-    x15: Any
-    f16: Any
+    f10: Any
+    u11: int
+    f12: Any
+    u13: int
+    f14: Any
+    n15: int
+    x16: Any
     f17: Any
-    s18: int
-    f19: Any
-    s20: int
-    f21: Any
-    u22: int
-    s23: int
-    f24: Any
-    n25: int
-    x26: Any
-    s27: int
-    f28: Any
-    u29: int
-    f30: Any
-    u31: int
-    s32: int
-    f33: Any
+    f18: Any
+    s19: int
+    f20: Any
+    s21: int
+    f22: Any
+    u23: int
+    s24: int
+    f25: Any
+    n26: int
+    x27: Any
+    s28: int
+    f29: Any
+    u30: int
+    f31: Any
+    u32: int
+    s33: int
     f34: Any
-    n35: int
-    x36: Any
-    f37: Any
-    s38: int
-    f39: Any
+    f35: Any
+    n36: int
+    x37: Any
+    f38: Any
+    s39: int
     f40: Any
-    s41: int
-    f42: Any
+    f41: Any
+    s42: int
     f43: Any
     f44: Any
-    s45: int
-    f46: Any
-    s47: int
-    f48: Any
-    n49: int
-    x50: Any
-    s51: int
+    f45: Any
+    s46: int
+    f47: Any
+    s48: int
+    f49: Any
+    s50: int
+    f51: Any
+    n52: int
+    x53: Any
+    s54: int
     end = len(d)
     b = d[p]
     if b > 1:
@@ -2313,303 +2480,320 @@ def decode_3(d: bytes, p: int) -> tuple[Any, int]:
         p += 1
     else:
         f2, p = _read_long(d, p)
-    f3 = []
+    b = d[p]
+    if b < 0x80:
+        f3 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        f3, p = _read_long(d, p)
+    f4 = []
     while True:
         b = d[p]
         if b < 0x80:
-            n4 = (b >> 1) ^ -(b & 1)
+            n5 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            n4, p = _read_long(d, p)
-        if n4 == 0:
+            n5, p = _read_long(d, p)
+        if n5 == 0:
             break
-        if n4 < 0:  # a block with its byte size
-            n4 = -n4
+        if n5 < 0:  # a block with its byte size
+            n5 = -n5
             _, p = _read_long(d, p)
-        for _ in range(n4):
+        for _ in range(n5):
             b = d[p]
             if b < 0x80:
-                s7 = (b >> 1) ^ -(b & 1)
+                s8 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s7, p = _read_long(d, p)
-            if s7 < 0 or p + s7 > end:
+                s8, p = _read_long(d, p)
+            if s8 < 0 or p + s8 > end:
                 raise ValueError('string run past the end of the data')
-            f6 = d[p:p + s7].decode()
-            p += s7
+            f7 = d[p:p + s8].decode()
+            p += s8
             b = d[p]
             if b > 1:
                 raise ValueError('boolean byte is not 0 or 1')
-            f8 = b == 1
+            f9 = b == 1
             p += 1
             b = d[p]
             if b < 0x80:
-                u10 = (b >> 1) ^ -(b & 1)
+                u11 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                u10, p = _read_long(d, p)
-            if u10 == 0:
-                f9 = None
-            elif u10 == 1:
+                u11, p = _read_long(d, p)
+            if u11 == 0:
+                f10 = None
+            elif u11 == 1:
                 b = d[p]
                 if b < 0x80:
-                    f9 = (b >> 1) ^ -(b & 1)
+                    f10 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    f9, p = _read_long(d, p)
+                    f10, p = _read_long(d, p)
             else:
-                raise ValueError('union branch ' + str(u10) + ' out of range')
+                raise ValueError('union branch ' + str(u11) + ' out of range')
             b = d[p]
             if b < 0x80:
-                u12 = (b >> 1) ^ -(b & 1)
+                u13 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                u12, p = _read_long(d, p)
-            if u12 == 0:
-                f11 = None
-            elif u12 == 1:
+                u13, p = _read_long(d, p)
+            if u13 == 0:
+                f12 = None
+            elif u13 == 1:
                 b = d[p]
                 if b > 1:
                     raise ValueError('boolean byte is not 0 or 1')
-                f11 = b == 1
+                f12 = b == 1
                 p += 1
             else:
-                raise ValueError('union branch ' + str(u12) + ' out of range')
-            f13 = []
+                raise ValueError('union branch ' + str(u13) + ' out of range')
+            f14 = []
             while True:
                 b = d[p]
                 if b < 0x80:
-                    n14 = (b >> 1) ^ -(b & 1)
+                    n15 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    n14, p = _read_long(d, p)
-                if n14 == 0:
+                    n15, p = _read_long(d, p)
+                if n15 == 0:
                     break
-                if n14 < 0:  # a block with its byte size
-                    n14 = -n14
+                if n15 < 0:  # a block with its byte size
+                    n15 = -n15
                     _, p = _read_long(d, p)
-                for _ in range(n14):
+                for _ in range(n15):
                     b = d[p]
                     if b < 0x80:
-                        f16 = (b >> 1) ^ -(b & 1)
+                        f17 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        f16, p = _read_long(d, p)
+                        f17, p = _read_long(d, p)
                     b = d[p]
                     if b < 0x80:
-                        s18 = (b >> 1) ^ -(b & 1)
+                        s19 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        s18, p = _read_long(d, p)
-                    if s18 < 0 or p + s18 > end:
+                        s19, p = _read_long(d, p)
+                    if s19 < 0 or p + s19 > end:
                         raise ValueError('string run past the end of the data')
-                    f17 = d[p:p + s18].decode()
-                    p += s18
+                    f18 = d[p:p + s19].decode()
+                    p += s19
                     b = d[p]
                     if b < 0x80:
-                        s20 = (b >> 1) ^ -(b & 1)
+                        s21 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        s20, p = _read_long(d, p)
-                    if s20 < 0 or p + s20 > end:
+                        s21, p = _read_long(d, p)
+                    if s21 < 0 or p + s21 > end:
                         raise ValueError('string run past the end of the data')
-                    f19 = d[p:p + s20].decode()
-                    p += s20
+                    f20 = d[p:p + s21].decode()
+                    p += s21
                     b = d[p]
                     if b < 0x80:
-                        u22 = (b >> 1) ^ -(b & 1)
+                        u23 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        u22, p = _read_long(d, p)
-                    if u22 == 0:
-                        f21 = None
-                    elif u22 == 1:
+                        u23, p = _read_long(d, p)
+                    if u23 == 0:
+                        f22 = None
+                    elif u23 == 1:
                         b = d[p]
                         if b < 0x80:
-                            s23 = (b >> 1) ^ -(b & 1)
+                            s24 = (b >> 1) ^ -(b & 1)
                             p += 1
                         else:
-                            s23, p = _read_long(d, p)
-                        if s23 < 0 or p + s23 > end:
+                            s24, p = _read_long(d, p)
+                        if s24 < 0 or p + s24 > end:
                             raise ValueError('string run past the end of the data')
-                        f21 = d[p:p + s23].decode()
-                        p += s23
+                        f22 = d[p:p + s24].decode()
+                        p += s24
                     else:
-                        raise ValueError('union branch ' + str(u22) + ' out of range')
-                    f24 = []
+                        raise ValueError('union branch ' + str(u23) + ' out of range')
+                    f25 = []
                     while True:
                         b = d[p]
                         if b < 0x80:
-                            n25 = (b >> 1) ^ -(b & 1)
+                            n26 = (b >> 1) ^ -(b & 1)
                             p += 1
                         else:
-                            n25, p = _read_long(d, p)
-                        if n25 == 0:
+                            n26, p = _read_long(d, p)
+                        if n26 == 0:
                             break
-                        if n25 < 0:  # a block with its byte size
-                            n25 = -n25
+                        if n26 < 0:  # a block with its byte size
+                            n26 = -n26
                             _, p = _read_long(d, p)
-                        for _ in range(n25):
+                        for _ in range(n26):
                             b = d[p]
                             if b < 0x80:
-                                s27 = (b >> 1) ^ -(b & 1)
+                                s28 = (b >> 1) ^ -(b & 1)
                                 p += 1
                             else:
-                                s27, p = _read_long(d, p)
-                            if s27 < 0 or p + s27 > end:
+                                s28, p = _read_long(d, p)
+                            if s28 < 0 or p + s28 > end:
                                 raise ValueError('string run past the end of the data')
-                            x26 = d[p:p + s27].decode()
-                            p += s27
-                            f24.append(x26)
+                            x27 = d[p:p + s28].decode()
+                            p += s28
+                            f25.append(x27)
                     b = d[p]
                     if b < 0x80:
-                        u29 = (b >> 1) ^ -(b & 1)
+                        u30 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        u29, p = _read_long(d, p)
-                    if u29 == 0:
-                        f28 = None
-                    elif u29 == 1:
-                        f28 = _unpack_double(d, p)[0]
+                        u30, p = _read_long(d, p)
+                    if u30 == 0:
+                        f29 = None
+                    elif u30 == 1:
+                        f29 = _unpack_double(d, p)[0]
                         p += 8
                     else:
-                        raise ValueError('union branch ' + str(u29) + ' out of range')
+                        raise ValueError('union branch ' + str(u30) + ' out of range')
                     b = d[p]
                     if b < 0x80:
-                        u31 = (b >> 1) ^ -(b & 1)
+                        u32 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        u31, p = _read_long(d, p)
-                    if u31 == 0:
-                        f30 = None
-                    elif u31 == 1:
+                        u32, p = _read_long(d, p)
+                    if u32 == 0:
+                        f31 = None
+                    elif u32 == 1:
                         b = d[p]
                         if b < 0x80:
-                            s32 = (b >> 1) ^ -(b & 1)
+                            s33 = (b >> 1) ^ -(b & 1)
                             p += 1
                         else:
-                            s32, p = _read_long(d, p)
-                        if s32 < 0 or p + s32 > end:
+                            s33, p = _read_long(d, p)
+                        if s33 < 0 or p + s33 > end:
                             raise ValueError('string run past the end of the data')
-                        f30 = d[p:p + s32].decode()
-                        p += s32
+                        f31 = d[p:p + s33].decode()
+                        p += s33
                     else:
-                        raise ValueError('union branch ' + str(u31) + ' out of range')
+                        raise ValueError('union branch ' + str(u32) + ' out of range')
                     b = d[p]
                     if b < 0x80:
-                        f33 = (b >> 1) ^ -(b & 1)
+                        f34 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        f33, p = _read_long(d, p)
-                    x15 = {'time': f16, 'kind': f17, 'site': f19, 'ref': f21, 'concepts': f24, 'value': f28, 'attr': f30, 'key': f33}
-                    f13.append(x15)
-            f34 = []
+                        f34, p = _read_long(d, p)
+                    x16 = {'time': f17, 'kind': f18, 'site': f20, 'ref': f22, 'concepts': f25, 'value': f29, 'attr': f31, 'key': f34}
+                    f14.append(x16)
+            f35 = []
             while True:
                 b = d[p]
                 if b < 0x80:
-                    n35 = (b >> 1) ^ -(b & 1)
+                    n36 = (b >> 1) ^ -(b & 1)
                     p += 1
                 else:
-                    n35, p = _read_long(d, p)
-                if n35 == 0:
+                    n36, p = _read_long(d, p)
+                if n36 == 0:
                     break
-                if n35 < 0:  # a block with its byte size
-                    n35 = -n35
+                if n36 < 0:  # a block with its byte size
+                    n36 = -n36
                     _, p = _read_long(d, p)
-                for _ in range(n35):
+                for _ in range(n36):
                     b = d[p]
                     if b < 0x80:
-                        s38 = (b >> 1) ^ -(b & 1)
+                        s39 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        s38, p = _read_long(d, p)
-                    if s38 < 0 or p + s38 > end:
+                        s39, p = _read_long(d, p)
+                    if s39 < 0 or p + s39 > end:
                         raise ValueError('string run past the end of the data')
-                    f37 = d[p:p + s38].decode()
-                    p += s38
+                    f38 = d[p:p + s39].decode()
+                    p += s39
                     b = d[p]
                     if b < 0x80:
-                        f39 = (b >> 1) ^ -(b & 1)
+                        f40 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        f39, p = _read_long(d, p)
+                        f40, p = _read_long(d, p)
                     b = d[p]
                     if b < 0x80:
-                        s41 = (b >> 1) ^ -(b & 1)
+                        s42 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
-                        s41, p = _read_long(d, p)
-                    if s41 < 0 or p + s41 > end:
+                        s42, p = _read_long(d, p)
+                    if s42 < 0 or p + s42 > end:
                         raise ValueError('string run past the end of the data')
-                    f40 = d[p:p + s41].decode()
-                    p += s41
-                    b = d[p]
-                    if b < 0x80:
-                        f42 = (b >> 1) ^ -(b & 1)
-                        p += 1
-                    else:
-                        f42, p = _read_long(d, p)
+                    f41 = d[p:p + s42].decode()
+                    p += s42
                     b = d[p]
                     if b < 0x80:
                         f43 = (b >> 1) ^ -(b & 1)
                         p += 1
                     else:
                         f43, p = _read_long(d, p)
-                    x36 = {'id': f37, 'signature': f39, 'site': f40, 'index_time': f42, 'horizon_end': f43}
-                    f34.append(x36)
+                    b = d[p]
+                    if b < 0x80:
+                        f44 = (b >> 1) ^ -(b & 1)
+                        p += 1
+                    else:
+                        f44, p = _read_long(d, p)
+                    x37 = {'id': f38, 'signature': f40, 'site': f41, 'index_time': f43, 'horizon_end': f44}
+                    f35.append(x37)
             b = d[p]
             if b < 0x80:
-                s45 = (b >> 1) ^ -(b & 1)
+                s46 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s45, p = _read_long(d, p)
-            if s45 < 0 or p + s45 > end:
+                s46, p = _read_long(d, p)
+            if s46 < 0 or p + s46 > end:
                 raise ValueError('bytes run past the end of the data')
-            f44 = d[p:p + s45]
-            p += s45
+            f45 = d[p:p + s46]
+            p += s46
             b = d[p]
             if b < 0x80:
-                s47 = (b >> 1) ^ -(b & 1)
+                s48 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s47, p = _read_long(d, p)
-            if s47 < 0 or p + s47 > end:
+                s48, p = _read_long(d, p)
+            if s48 < 0 or p + s48 > end:
                 raise ValueError('bytes run past the end of the data')
-            f46 = d[p:p + s47]
-            p += s47
-            x5 = {'pseudonym': f6, 'evicted': f8, 'birth_year': f9, 'male': f11, 'facts': f13, 'published': f34, 'packed_facts': f44, 'packed_published': f46}
-            f3.append(x5)
-    f48 = []
+            f47 = d[p:p + s48]
+            p += s48
+            b = d[p]
+            if b < 0x80:
+                s50 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s50, p = _read_long(d, p)
+            if s50 < 0 or p + s50 > end:
+                raise ValueError('bytes run past the end of the data')
+            f49 = d[p:p + s50]
+            p += s50
+            x6 = {'pseudonym': f7, 'evicted': f9, 'birth_year': f10, 'male': f12, 'facts': f14, 'published': f35, 'packed_facts': f45, 'packed_published': f47, 'packed_revisions': f49}
+            f4.append(x6)
+    f51 = []
     while True:
         b = d[p]
         if b < 0x80:
-            n49 = (b >> 1) ^ -(b & 1)
+            n52 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            n49, p = _read_long(d, p)
-        if n49 == 0:
+            n52, p = _read_long(d, p)
+        if n52 == 0:
             break
-        if n49 < 0:  # a block with its byte size
-            n49 = -n49
+        if n52 < 0:  # a block with its byte size
+            n52 = -n52
             _, p = _read_long(d, p)
-        for _ in range(n49):
+        for _ in range(n52):
             b = d[p]
             if b < 0x80:
-                s51 = (b >> 1) ^ -(b & 1)
+                s54 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s51, p = _read_long(d, p)
-            if s51 < 0 or p + s51 > end:
+                s54, p = _read_long(d, p)
+            if s54 < 0 or p + s54 > end:
                 raise ValueError('string run past the end of the data')
-            x50 = d[p:p + s51].decode()
-            p += s51
-            f48.append(x50)
-    rec = {'snapshot': f1, 'max_seen': f2, 'patients': f3, 'strings': f48}
+            x53 = d[p:p + s54].decode()
+            p += s54
+            f51.append(x53)
+    rec = {'snapshot': f1, 'max_seen': f2, 'floor': f3, 'patients': f4, 'strings': f51}
     return rec, p
 
 
-_c0_e4: Final[dict[Any, bytes]] = {}
+_c0_e4: Final[Any] = False
 _c1_e4: Final[dict[Any, bytes]] = {}
+_c2_e4: Final[dict[Any, bytes]] = {}
 
 
 def encode_4(rec: Any) -> bytes:
@@ -2627,7 +2811,7 @@ def encode_4(rec: Any) -> bytes:
     x12: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
-        v1 = rec.get('snapshot')
+        v1 = rec.get('snapshot', _c0_e4)
         v2 = rec.get('watermark')
         v3 = rec.get('entries')
     else:
@@ -2644,19 +2828,19 @@ def encode_4(rec: Any) -> bytes:
                 v8 = i4.get('digest')
             else:
                 v5, v6, v7, v8 = i4
-            x10 = _c0_e4.get(v5)
+            x10 = _c1_e4.get(v5)
             if x10 is None:
                 b9 = v5.encode()
                 x10 = (_small[len(b9)] if len(b9) < 8192 else _zz(len(b9))) + b9
-                if len(_c0_e4) < 256:
-                    _c0_e4[v5] = x10
+                if len(_c1_e4) < 256:
+                    _c1_e4[v5] = x10
             out.append(x10)
-            x12 = _c1_e4.get(v6)
+            x12 = _c2_e4.get(v6)
             if x12 is None:
                 b11 = v6.encode()
                 x12 = (_small[len(b11)] if len(b11) < 8192 else _zz(len(b11))) + b11
-                if len(_c1_e4) < 256:
-                    _c1_e4[v6] = x12
+                if len(_c2_e4) < 256:
+                    _c2_e4[v6] = x12
             out.append(x12)
             out.append(_small[v7] if 0 <= v7 < 8192 else _zz(v7))
             out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
@@ -2742,23 +2926,33 @@ def decode_4(d: bytes, p: int) -> tuple[Any, int]:
     return rec, p
 
 
-_c0_e5: Final[dict[Any, bytes]] = {}
-_c1_e5: Final[dict[Any, bytes]] = {}
-_c2_e5: Final[dict[Any, bytes]] = {}
-_c3_e5: Final[dict[Any, bytes]] = {}
-_c4_e5: Final[dict[Any, bytes]] = {}
-_c5_e5: Final[dict[Any, bytes]] = {}
+_c0_e5: Final[Any] = False
+_c1_e5: Final[Any] = []
+_c2_e5: Final[Any] = []
+_c3_e5: Final[Any] = []
+_c4_e5: Final[Any] = []
+_c5_e5: Final[Any] = b''
 _c6_e5: Final[dict[Any, bytes]] = {}
-_c7_e5: Final[dict[Any, bytes]] = {'OPEN': b'\x00', 'UPDATED': b'\x02', 'RESOLVED': b'\x04'}
+_c7_e5: Final[dict[Any, bytes]] = {}
 _c8_e5: Final[dict[Any, bytes]] = {}
-_c9_e5: Final[dict[Any, bytes]] = {'SITE': b'\x00', 'REGION': b'\x02', 'COUNTRY': b'\x04', 'NETWORK': b'\x06'}
-_c10_e5: Final[dict[Any, bytes]] = {}
+_c9_e5: Final[Any] = 0
+_c10_e5: Final[Any] = False
 _c11_e5: Final[dict[Any, bytes]] = {}
-_c12_e5: Final[dict[Any, bytes]] = {'INFO': b'\x00', 'WARNING': b'\x02', 'CRITICAL': b'\x04'}
+_c12_e5: Final[dict[Any, bytes]] = {}
 _c13_e5: Final[dict[Any, bytes]] = {}
-_c14_e5: Final[dict[Any, bytes]] = {}
-_c15_e5: Final[dict[Any, bytes]] = {}
+_c14_e5: Final[Any] = {}
+_c15_e5: Final[Any] = 1
 _c16_e5: Final[dict[Any, bytes]] = {}
+_c17_e5: Final[dict[Any, bytes]] = {'OPEN': b'\x00', 'UPDATED': b'\x02', 'RESOLVED': b'\x04'}
+_c18_e5: Final[dict[Any, bytes]] = {}
+_c19_e5: Final[dict[Any, bytes]] = {'SITE': b'\x00', 'REGION': b'\x02', 'COUNTRY': b'\x04', 'NETWORK': b'\x06'}
+_c20_e5: Final[dict[Any, bytes]] = {}
+_c21_e5: Final[dict[Any, bytes]] = {}
+_c22_e5: Final[dict[Any, bytes]] = {'INFO': b'\x00', 'WARNING': b'\x02', 'CRITICAL': b'\x04'}
+_c23_e5: Final[dict[Any, bytes]] = {}
+_c24_e5: Final[dict[Any, bytes]] = {}
+_c25_e5: Final[dict[Any, bytes]] = {}
+_c26_e5: Final[dict[Any, bytes]] = {}
 
 
 def encode_5(rec: Any) -> bytes:
@@ -2847,11 +3041,11 @@ def encode_5(rec: Any) -> bytes:
     i83: Any
     out: list[bytes] = []
     if isinstance(rec, dict):
-        v1 = rec.get('snapshot')
-        v2 = rec.get('charts')
-        v3 = rec.get('observations')
-        v4 = rec.get('alerts')
-        v5 = rec.get('feeds')
+        v1 = rec.get('snapshot', _c0_e5)
+        v2 = rec.get('charts', _c1_e5)
+        v3 = rec.get('observations', _c2_e5)
+        v4 = rec.get('alerts', _c3_e5)
+        v5 = rec.get('feeds', _c4_e5)
     else:
         v1, v2, v3, v4, v5 = rec
     out.append(b'\x01' if v1 else b'\x00')
@@ -2862,32 +3056,32 @@ def encode_5(rec: Any) -> bytes:
                 v7 = i6.get('indicator')
                 v8 = i6.get('site_id')
                 v9 = i6.get('values')
-                v10 = i6.get('mix')
+                v10 = i6.get('mix', _c5_e5)
             else:
                 v7, v8, v9, v10 = i6
-            x12 = _c0_e5.get(v7)
+            x12 = _c6_e5.get(v7)
             if x12 is None:
                 b11 = v7.encode()
                 x12 = (_small[len(b11)] if len(b11) < 8192 else _zz(len(b11))) + b11
-                if len(_c0_e5) < 256:
-                    _c0_e5[v7] = x12
+                if len(_c6_e5) < 256:
+                    _c6_e5[v7] = x12
             out.append(x12)
-            x14 = _c1_e5.get(v8)
+            x14 = _c7_e5.get(v8)
             if x14 is None:
                 b13 = v8.encode()
                 x14 = (_small[len(b13)] if len(b13) < 8192 else _zz(len(b13))) + b13
-                if len(_c1_e5) < 256:
-                    _c1_e5[v8] = x14
+                if len(_c7_e5) < 256:
+                    _c7_e5[v8] = x14
             out.append(x14)
             if v9:
                 out.append(_zz(len(v9)))
                 for k16, i15 in v9.items():
-                    x18 = _c2_e5.get(k16)
+                    x18 = _c8_e5.get(k16)
                     if x18 is None:
                         b17 = k16.encode()
                         x18 = (_small[len(b17)] if len(b17) < 8192 else _zz(len(b17))) + b17
-                        if len(_c2_e5) < 256:
-                            _c2_e5[k16] = x18
+                        if len(_c8_e5) < 256:
+                            _c8_e5[k16] = x18
                     out.append(x18)
                     out.append(_pack_double(i15))
             out.append(b'\x00')
@@ -2905,30 +3099,30 @@ def encode_5(rec: Any) -> bytes:
                 v24 = i20.get('closed_time')
                 v25 = i20.get('outcome')
                 v26 = i20.get('expected')
-                v27 = i20.get('due')
-                v28 = i20.get('gone')
+                v27 = i20.get('due', _c9_e5)
+                v28 = i20.get('gone', _c10_e5)
             else:
                 v21, v22, v23, v24, v25, v26, v27, v28 = i20
-            x30 = _c3_e5.get(v21)
+            x30 = _c11_e5.get(v21)
             if x30 is None:
                 b29 = v21.encode()
                 x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-                if len(_c3_e5) < 256:
-                    _c3_e5[v21] = x30
+                if len(_c11_e5) < 256:
+                    _c11_e5[v21] = x30
             out.append(x30)
-            x32 = _c4_e5.get(v22)
+            x32 = _c12_e5.get(v22)
             if x32 is None:
                 b31 = v22.encode()
                 x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-                if len(_c4_e5) < 256:
-                    _c4_e5[v22] = x32
+                if len(_c12_e5) < 256:
+                    _c12_e5[v22] = x32
             out.append(x32)
-            x34 = _c5_e5.get(v23)
+            x34 = _c13_e5.get(v23)
             if x34 is None:
                 b33 = v23.encode()
                 x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
-                if len(_c5_e5) < 256:
-                    _c5_e5[v23] = x34
+                if len(_c13_e5) < 256:
+                    _c13_e5[v23] = x34
             out.append(x34)
             out.append(_small[v24] if 0 <= v24 < 8192 else _zz(v24))
             if v25 is None:
@@ -2949,7 +3143,7 @@ def encode_5(rec: Any) -> bytes:
         for i35 in v4:
             if isinstance(i35, dict):
                 v36 = i35.get('alert')
-                v37 = i35.get('evidence')
+                v37 = i35.get('evidence', _c14_e5)
             else:
                 v36, v37 = i35
             if isinstance(v36, dict):
@@ -2969,40 +3163,40 @@ def encode_5(rec: Any) -> bytes:
                 v51 = v36.get('numerator')
                 v52 = v36.get('denominator')
                 v53 = v36.get('expected')
-                v54 = v36.get('signals')
+                v54 = v36.get('signals', _c15_e5)
                 v55 = v36.get('first_seen')
                 v56 = v36.get('last_seen')
             else:
                 v38, v39, v40, v41, v42, v43, v44, v45, v46, v47, v48, v49, v50, v51, v52, v53, v54, v55, v56 = v36
-            x58 = _c6_e5.get(v38)
+            x58 = _c16_e5.get(v38)
             if x58 is None:
                 b57 = v38.encode()
                 x58 = (_small[len(b57)] if len(b57) < 8192 else _zz(len(b57))) + b57
-                if len(_c6_e5) < 256:
-                    _c6_e5[v38] = x58
+                if len(_c16_e5) < 256:
+                    _c16_e5[v38] = x58
             out.append(x58)
-            out.append(_c7_e5[v39])
-            x60 = _c8_e5.get(v40)
+            out.append(_c17_e5[v39])
+            x60 = _c18_e5.get(v40)
             if x60 is None:
                 b59 = v40.encode()
                 x60 = (_small[len(b59)] if len(b59) < 8192 else _zz(len(b59))) + b59
-                if len(_c8_e5) < 256:
-                    _c8_e5[v40] = x60
+                if len(_c18_e5) < 256:
+                    _c18_e5[v40] = x60
             out.append(x60)
-            out.append(_c9_e5[v41])
-            x62 = _c10_e5.get(v42)
+            out.append(_c19_e5[v41])
+            x62 = _c20_e5.get(v42)
             if x62 is None:
                 b61 = v42.encode()
                 x62 = (_small[len(b61)] if len(b61) < 8192 else _zz(len(b61))) + b61
-                if len(_c10_e5) < 256:
-                    _c10_e5[v42] = x62
+                if len(_c20_e5) < 256:
+                    _c20_e5[v42] = x62
             out.append(x62)
-            x64 = _c11_e5.get(v43)
+            x64 = _c21_e5.get(v43)
             if x64 is None:
                 b63 = v43.encode()
                 x64 = (_small[len(b63)] if len(b63) < 8192 else _zz(len(b63))) + b63
-                if len(_c11_e5) < 256:
-                    _c11_e5[v43] = x64
+                if len(_c21_e5) < 256:
+                    _c21_e5[v43] = x64
             out.append(x64)
             out.append(_pack_double(v44))
             out.append(_pack_double(v45))
@@ -3021,7 +3215,7 @@ def encode_5(rec: Any) -> bytes:
             else:
                 out.append(b'\x02')
                 out.append(_small[v48] if 0 <= v48 < 8192 else _zz(v48))
-            out.append(_c12_e5[v49])
+            out.append(_c22_e5[v49])
             out.append(_pack_double(v50))
             if v51 is None:
                 out.append(b'\x00')
@@ -3044,12 +3238,12 @@ def encode_5(rec: Any) -> bytes:
             if v37:
                 out.append(_zz(len(v37)))
                 for k66, i65 in v37.items():
-                    x68 = _c13_e5.get(k66)
+                    x68 = _c23_e5.get(k66)
                     if x68 is None:
                         b67 = k66.encode()
                         x68 = (_small[len(b67)] if len(b67) < 8192 else _zz(len(b67))) + b67
-                        if len(_c13_e5) < 256:
-                            _c13_e5[k66] = x68
+                        if len(_c23_e5) < 256:
+                            _c23_e5[k66] = x68
                     out.append(x68)
                     out.append(_pack_double(i65))
             out.append(b'\x00')
@@ -3063,34 +3257,34 @@ def encode_5(rec: Any) -> bytes:
                 v72 = i69.get('buckets')
             else:
                 v70, v71, v72 = i69
-            x74 = _c14_e5.get(v70)
+            x74 = _c24_e5.get(v70)
             if x74 is None:
                 b73 = v70.encode()
                 x74 = (_small[len(b73)] if len(b73) < 8192 else _zz(len(b73))) + b73
-                if len(_c14_e5) < 256:
-                    _c14_e5[v70] = x74
+                if len(_c24_e5) < 256:
+                    _c24_e5[v70] = x74
             out.append(x74)
             if v71:
                 out.append(_zz(len(v71)))
                 for k76, i75 in v71.items():
-                    x78 = _c15_e5.get(k76)
+                    x78 = _c25_e5.get(k76)
                     if x78 is None:
                         b77 = k76.encode()
                         x78 = (_small[len(b77)] if len(b77) < 8192 else _zz(len(b77))) + b77
-                        if len(_c15_e5) < 256:
-                            _c15_e5[k76] = x78
+                        if len(_c25_e5) < 256:
+                            _c25_e5[k76] = x78
                     out.append(x78)
                     out.append(_pack_double(i75))
             out.append(b'\x00')
             if v72:
                 out.append(_zz(len(v72)))
                 for k80, i79 in v72.items():
-                    x82 = _c16_e5.get(k80)
+                    x82 = _c26_e5.get(k80)
                     if x82 is None:
                         b81 = k80.encode()
                         x82 = (_small[len(b81)] if len(b81) < 8192 else _zz(len(b81))) + b81
-                        if len(_c16_e5) < 256:
-                            _c16_e5[k80] = x82
+                        if len(_c26_e5) < 256:
+                            _c26_e5[k80] = x82
                     out.append(x82)
                     if i79:
                         out.append(_zz(len(i79)))
@@ -3824,13 +4018,15 @@ def decode_6(d: bytes, p: int) -> tuple[Any, int]:
     return rec, p
 
 
-_c0_e7: Final[dict[Any, bytes]] = {}
+_c0_e7: Final[Any] = {}
 _c1_e7: Final[dict[Any, bytes]] = {}
 _c2_e7: Final[dict[Any, bytes]] = {}
-_c3_e7: Final[dict[Any, bytes]] = {'PROPORTION': b'\x00', 'CONTINUOUS': b'\x02'}
-_c4_e7: Final[dict[Any, bytes]] = {}
-_c5_e7: Final[dict[Any, bytes]] = {'SITE': b'\x00', 'REGION': b'\x02', 'COUNTRY': b'\x04', 'NETWORK': b'\x06'}
-_c6_e7: Final[dict[Any, bytes]] = {}
+_c3_e7: Final[dict[Any, bytes]] = {}
+_c4_e7: Final[dict[Any, bytes]] = {'PROPORTION': b'\x00', 'CONTINUOUS': b'\x02'}
+_c5_e7: Final[dict[Any, bytes]] = {}
+_c6_e7: Final[dict[Any, bytes]] = {'SITE': b'\x00', 'REGION': b'\x02', 'COUNTRY': b'\x04', 'NETWORK': b'\x06'}
+_c7_e7: Final[dict[Any, bytes]] = {}
+_c8_e7: Final[dict[Any, bytes]] = {}
 
 
 def encode_7(rec: Any) -> bytes:
@@ -3856,8 +4052,8 @@ def encode_7(rec: Any) -> bytes:
     v20: Any
     v21: Any
     v22: Any
-    b23: bytes
-    x24: bytes | None
+    v23: Any
+    v24: Any
     b25: bytes
     x26: bytes | None
     b27: bytes
@@ -3866,6 +4062,12 @@ def encode_7(rec: Any) -> bytes:
     x30: bytes | None
     b31: bytes
     x32: bytes | None
+    b33: bytes
+    x34: bytes | None
+    i35: Any
+    k36: Any
+    b37: bytes
+    x38: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('indicator')
@@ -3881,58 +4083,60 @@ def encode_7(rec: Any) -> bytes:
         v11 = rec.get('denominator')
         v12 = rec.get('numerator')
         v13 = rec.get('pending')
-        v14 = rec.get('excluded')
-        v15 = rec.get('proportion')
-        v16 = rec.get('ci_low')
-        v17 = rec.get('ci_high')
-        v18 = rec.get('mean')
-        v19 = rec.get('median')
-        v20 = rec.get('sd')
-        v21 = rec.get('expected')
-        v22 = rec.get('observed_expected')
+        v14 = rec.get('provisional_numerator')
+        v15 = rec.get('excluded')
+        v16 = rec.get('excluded_by_reason', _c0_e7)
+        v17 = rec.get('proportion')
+        v18 = rec.get('ci_low')
+        v19 = rec.get('ci_high')
+        v20 = rec.get('mean')
+        v21 = rec.get('median')
+        v22 = rec.get('sd')
+        v23 = rec.get('expected')
+        v24 = rec.get('observed_expected')
     else:
-        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = rec
-    x24 = _c0_e7.get(v1)
-    if x24 is None:
-        b23 = v1.encode()
-        x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
-        if len(_c0_e7) < 256:
-            _c0_e7[v1] = x24
-    out.append(x24)
-    x26 = _c1_e7.get(v2)
+        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22, v23, v24 = rec
+    x26 = _c1_e7.get(v1)
     if x26 is None:
-        b25 = v2.encode()
+        b25 = v1.encode()
         x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
         if len(_c1_e7) < 256:
-            _c1_e7[v2] = x26
+            _c1_e7[v1] = x26
     out.append(x26)
-    x28 = _c2_e7.get(v3)
+    x28 = _c2_e7.get(v2)
     if x28 is None:
-        b27 = v3.encode()
+        b27 = v2.encode()
         x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
         if len(_c2_e7) < 256:
-            _c2_e7[v3] = x28
+            _c2_e7[v2] = x28
     out.append(x28)
-    out.append(_c3_e7[v4])
+    x30 = _c3_e7.get(v3)
+    if x30 is None:
+        b29 = v3.encode()
+        x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
+        if len(_c3_e7) < 256:
+            _c3_e7[v3] = x30
+    out.append(x30)
+    out.append(_c4_e7[v4])
     if v5 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x30 = _c4_e7.get(v5)
-        if x30 is None:
-            b29 = v5.encode()
-            x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-            if len(_c4_e7) < 256:
-                _c4_e7[v5] = x30
-        out.append(x30)
-    out.append(_c5_e7[v6])
-    x32 = _c6_e7.get(v7)
-    if x32 is None:
-        b31 = v7.encode()
-        x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-        if len(_c6_e7) < 256:
-            _c6_e7[v7] = x32
-    out.append(x32)
+        x32 = _c5_e7.get(v5)
+        if x32 is None:
+            b31 = v5.encode()
+            x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
+            if len(_c5_e7) < 256:
+                _c5_e7[v5] = x32
+        out.append(x32)
+    out.append(_c6_e7[v6])
+    x34 = _c7_e7.get(v7)
+    if x34 is None:
+        b33 = v7.encode()
+        x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
+        if len(_c7_e7) < 256:
+            _c7_e7[v7] = x34
+    out.append(x34)
     if v8 is None:
         out.append(b'\x00')
     else:
@@ -3964,12 +4168,19 @@ def encode_7(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_pack_double(v15))
-    if v16 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        out.append(_pack_double(v16))
+        out.append(_small[v15] if 0 <= v15 < 8192 else _zz(v15))
+    if v16:
+        out.append(_zz(len(v16)))
+        for k36, i35 in v16.items():
+            x38 = _c8_e7.get(k36)
+            if x38 is None:
+                b37 = k36.encode()
+                x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
+                if len(_c8_e7) < 256:
+                    _c8_e7[k36] = x38
+            out.append(x38)
+            out.append(_small[i35] if 0 <= i35 < 8192 else _zz(i35))
+    out.append(b'\x00')
     if v17 is None:
         out.append(b'\x00')
     else:
@@ -4000,6 +4211,16 @@ def encode_7(rec: Any) -> bytes:
     else:
         out.append(b'\x02')
         out.append(_pack_double(v22))
+    if v23 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        out.append(_pack_double(v23))
+    if v24 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        out.append(_pack_double(v24))
     return b''.join(out)
 
 
@@ -4038,19 +4259,26 @@ def decode_7(d: bytes, p: int) -> tuple[Any, int]:
     f28: Any
     u29: int
     f30: Any
-    u31: int
-    f32: Any
-    u33: int
-    f34: Any
-    u35: int
-    f36: Any
-    u37: int
-    f38: Any
-    u39: int
-    f40: Any
-    u41: int
-    f42: Any
-    u43: int
+    n31: int
+    x32: Any
+    k33: Any
+    s34: int
+    f35: Any
+    u36: int
+    f37: Any
+    u38: int
+    f39: Any
+    u40: int
+    f41: Any
+    u42: int
+    f43: Any
+    u44: int
+    f45: Any
+    u46: int
+    f47: Any
+    u48: int
+    f49: Any
+    u50: int
     end = len(d)
     b = d[p]
     if b < 0x80:
@@ -4236,115 +4464,165 @@ def decode_7(d: bytes, p: int) -> tuple[Any, int]:
     if u29 == 0:
         f28 = None
     elif u29 == 1:
-        f28 = _unpack_double(d, p)[0]
-        p += 8
+        b = d[p]
+        if b < 0x80:
+            f28 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            f28, p = _read_long(d, p)
     else:
         raise ValueError('union branch ' + str(u29) + ' out of range')
+    f30 = {}
+    while True:
+        b = d[p]
+        if b < 0x80:
+            n31 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            n31, p = _read_long(d, p)
+        if n31 == 0:
+            break
+        if n31 < 0:  # a block with its byte size
+            n31 = -n31
+            _, p = _read_long(d, p)
+        for _ in range(n31):
+            b = d[p]
+            if b < 0x80:
+                s34 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s34, p = _read_long(d, p)
+            if s34 < 0 or p + s34 > end:
+                raise ValueError('string run past the end of the data')
+            k33 = d[p:p + s34].decode()
+            p += s34
+            b = d[p]
+            if b < 0x80:
+                x32 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                x32, p = _read_long(d, p)
+            f30[k33] = x32
     b = d[p]
     if b < 0x80:
-        u31 = (b >> 1) ^ -(b & 1)
+        u36 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u31, p = _read_long(d, p)
-    if u31 == 0:
-        f30 = None
-    elif u31 == 1:
-        f30 = _unpack_double(d, p)[0]
+        u36, p = _read_long(d, p)
+    if u36 == 0:
+        f35 = None
+    elif u36 == 1:
+        f35 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u31) + ' out of range')
+        raise ValueError('union branch ' + str(u36) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u33 = (b >> 1) ^ -(b & 1)
+        u38 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u33, p = _read_long(d, p)
-    if u33 == 0:
-        f32 = None
-    elif u33 == 1:
-        f32 = _unpack_double(d, p)[0]
+        u38, p = _read_long(d, p)
+    if u38 == 0:
+        f37 = None
+    elif u38 == 1:
+        f37 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u33) + ' out of range')
+        raise ValueError('union branch ' + str(u38) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u35 = (b >> 1) ^ -(b & 1)
+        u40 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u35, p = _read_long(d, p)
-    if u35 == 0:
-        f34 = None
-    elif u35 == 1:
-        f34 = _unpack_double(d, p)[0]
+        u40, p = _read_long(d, p)
+    if u40 == 0:
+        f39 = None
+    elif u40 == 1:
+        f39 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u35) + ' out of range')
+        raise ValueError('union branch ' + str(u40) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u37 = (b >> 1) ^ -(b & 1)
+        u42 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u37, p = _read_long(d, p)
-    if u37 == 0:
-        f36 = None
-    elif u37 == 1:
-        f36 = _unpack_double(d, p)[0]
+        u42, p = _read_long(d, p)
+    if u42 == 0:
+        f41 = None
+    elif u42 == 1:
+        f41 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u37) + ' out of range')
+        raise ValueError('union branch ' + str(u42) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u39 = (b >> 1) ^ -(b & 1)
+        u44 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u39, p = _read_long(d, p)
-    if u39 == 0:
-        f38 = None
-    elif u39 == 1:
-        f38 = _unpack_double(d, p)[0]
+        u44, p = _read_long(d, p)
+    if u44 == 0:
+        f43 = None
+    elif u44 == 1:
+        f43 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u39) + ' out of range')
+        raise ValueError('union branch ' + str(u44) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u41 = (b >> 1) ^ -(b & 1)
+        u46 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u41, p = _read_long(d, p)
-    if u41 == 0:
-        f40 = None
-    elif u41 == 1:
-        f40 = _unpack_double(d, p)[0]
+        u46, p = _read_long(d, p)
+    if u46 == 0:
+        f45 = None
+    elif u46 == 1:
+        f45 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u41) + ' out of range')
+        raise ValueError('union branch ' + str(u46) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u43 = (b >> 1) ^ -(b & 1)
+        u48 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u43, p = _read_long(d, p)
-    if u43 == 0:
-        f42 = None
-    elif u43 == 1:
-        f42 = _unpack_double(d, p)[0]
+        u48, p = _read_long(d, p)
+    if u48 == 0:
+        f47 = None
+    elif u48 == 1:
+        f47 = _unpack_double(d, p)[0]
         p += 8
     else:
-        raise ValueError('union branch ' + str(u43) + ' out of range')
-    rec = {'indicator': f1, 'area': f3, 'catalogue_version': f5, 'kind': f7, 'unit': f9, 'scope': f12, 'scope_id': f14, 'window_days': f16, 'as_of': f18, 'suppressed': f19, 'denominator': f20, 'numerator': f22, 'pending': f24, 'excluded': f26, 'proportion': f28, 'ci_low': f30, 'ci_high': f32, 'mean': f34, 'median': f36, 'sd': f38, 'expected': f40, 'observed_expected': f42}
+        raise ValueError('union branch ' + str(u48) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u50 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u50, p = _read_long(d, p)
+    if u50 == 0:
+        f49 = None
+    elif u50 == 1:
+        f49 = _unpack_double(d, p)[0]
+        p += 8
+    else:
+        raise ValueError('union branch ' + str(u50) + ' out of range')
+    rec = {'indicator': f1, 'area': f3, 'catalogue_version': f5, 'kind': f7, 'unit': f9, 'scope': f12, 'scope_id': f14, 'window_days': f16, 'as_of': f18, 'suppressed': f19, 'denominator': f20, 'numerator': f22, 'pending': f24, 'provisional_numerator': f26, 'excluded': f28, 'excluded_by_reason': f30, 'proportion': f35, 'ci_low': f37, 'ci_high': f39, 'mean': f41, 'median': f43, 'sd': f45, 'expected': f47, 'observed_expected': f49}
     return rec, p
 
 
-_c0_e8: Final[dict[Any, bytes]] = {}
-_c1_e8: Final[dict[Any, bytes]] = {}
+_c0_e8: Final[Any] = 0
+_c1_e8: Final[Any] = {}
 _c2_e8: Final[dict[Any, bytes]] = {}
 _c3_e8: Final[dict[Any, bytes]] = {}
 _c4_e8: Final[dict[Any, bytes]] = {}
 _c5_e8: Final[dict[Any, bytes]] = {}
 _c6_e8: Final[dict[Any, bytes]] = {}
-_c7_e8: Final[dict[Any, bytes]] = {'OPEN': b'\x00', 'FINAL': b'\x02', 'EXCLUDED': b'\x04'}
+_c7_e8: Final[dict[Any, bytes]] = {}
 _c8_e8: Final[dict[Any, bytes]] = {}
-_c9_e8: Final[dict[Any, bytes]] = {}
+_c9_e8: Final[dict[Any, bytes]] = {'OPEN': b'\x00', 'FINAL': b'\x02', 'EXCLUDED': b'\x04'}
+_c10_e8: Final[dict[Any, bytes]] = {}
+_c11_e8: Final[dict[Any, bytes]] = {}
 
 
 def encode_8(rec: Any) -> bytes:
@@ -4364,26 +4642,27 @@ def encode_8(rec: Any) -> bytes:
     v14: Any
     v15: Any
     v16: Any
-    b17: bytes
-    x18: bytes | None
-    b19: bytes
-    x20: bytes | None
-    b21: bytes
-    x22: bytes | None
-    b23: bytes
-    x24: bytes | None
-    b25: bytes
-    x26: bytes | None
-    b27: bytes
-    x28: bytes | None
-    b29: bytes
-    x30: bytes | None
-    b31: bytes
-    x32: bytes | None
-    i33: Any
-    k34: Any
-    b35: bytes
-    x36: bytes | None
+    v17: Any
+    b18: bytes
+    x19: bytes | None
+    b20: bytes
+    x21: bytes | None
+    b22: bytes
+    x23: bytes | None
+    b24: bytes
+    x25: bytes | None
+    b26: bytes
+    x27: bytes | None
+    b28: bytes
+    x29: bytes | None
+    b30: bytes
+    x31: bytes | None
+    b32: bytes
+    x33: bytes | None
+    i34: Any
+    k35: Any
+    b36: bytes
+    x37: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('observation_id')
@@ -4401,59 +4680,60 @@ def encode_8(rec: Any) -> bytes:
         v13 = rec.get('value')
         v14 = rec.get('expected')
         v15 = rec.get('exclusion')
-        v16 = rec.get('covariates')
+        v16 = rec.get('revision', _c0_e8)
+        v17 = rec.get('covariates', _c1_e8)
     else:
-        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16 = rec
-    x18 = _c0_e8.get(v1)
-    if x18 is None:
-        b17 = v1.encode()
-        x18 = (_small[len(b17)] if len(b17) < 8192 else _zz(len(b17))) + b17
-        if len(_c0_e8) < 256:
-            _c0_e8[v1] = x18
-    out.append(x18)
-    x20 = _c1_e8.get(v2)
-    if x20 is None:
-        b19 = v2.encode()
-        x20 = (_small[len(b19)] if len(b19) < 8192 else _zz(len(b19))) + b19
-        if len(_c1_e8) < 256:
-            _c1_e8[v2] = x20
-    out.append(x20)
-    x22 = _c2_e8.get(v3)
-    if x22 is None:
-        b21 = v3.encode()
-        x22 = (_small[len(b21)] if len(b21) < 8192 else _zz(len(b21))) + b21
+        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17 = rec
+    x19 = _c2_e8.get(v1)
+    if x19 is None:
+        b18 = v1.encode()
+        x19 = (_small[len(b18)] if len(b18) < 8192 else _zz(len(b18))) + b18
         if len(_c2_e8) < 256:
-            _c2_e8[v3] = x22
-    out.append(x22)
-    x24 = _c3_e8.get(v4)
-    if x24 is None:
-        b23 = v4.encode()
-        x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
+            _c2_e8[v1] = x19
+    out.append(x19)
+    x21 = _c3_e8.get(v2)
+    if x21 is None:
+        b20 = v2.encode()
+        x21 = (_small[len(b20)] if len(b20) < 8192 else _zz(len(b20))) + b20
         if len(_c3_e8) < 256:
-            _c3_e8[v4] = x24
-    out.append(x24)
-    x26 = _c4_e8.get(v5)
-    if x26 is None:
-        b25 = v5.encode()
-        x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
+            _c3_e8[v2] = x21
+    out.append(x21)
+    x23 = _c4_e8.get(v3)
+    if x23 is None:
+        b22 = v3.encode()
+        x23 = (_small[len(b22)] if len(b22) < 8192 else _zz(len(b22))) + b22
         if len(_c4_e8) < 256:
-            _c4_e8[v5] = x26
-    out.append(x26)
-    x28 = _c5_e8.get(v6)
-    if x28 is None:
-        b27 = v6.encode()
-        x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
+            _c4_e8[v3] = x23
+    out.append(x23)
+    x25 = _c5_e8.get(v4)
+    if x25 is None:
+        b24 = v4.encode()
+        x25 = (_small[len(b24)] if len(b24) < 8192 else _zz(len(b24))) + b24
         if len(_c5_e8) < 256:
-            _c5_e8[v6] = x28
-    out.append(x28)
-    x30 = _c6_e8.get(v7)
-    if x30 is None:
-        b29 = v7.encode()
-        x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
+            _c5_e8[v4] = x25
+    out.append(x25)
+    x27 = _c6_e8.get(v5)
+    if x27 is None:
+        b26 = v5.encode()
+        x27 = (_small[len(b26)] if len(b26) < 8192 else _zz(len(b26))) + b26
         if len(_c6_e8) < 256:
-            _c6_e8[v7] = x30
-    out.append(x30)
-    out.append(_c7_e8[v8])
+            _c6_e8[v5] = x27
+    out.append(x27)
+    x29 = _c7_e8.get(v6)
+    if x29 is None:
+        b28 = v6.encode()
+        x29 = (_small[len(b28)] if len(b28) < 8192 else _zz(len(b28))) + b28
+        if len(_c7_e8) < 256:
+            _c7_e8[v6] = x29
+    out.append(x29)
+    x31 = _c8_e8.get(v7)
+    if x31 is None:
+        b30 = v7.encode()
+        x31 = (_small[len(b30)] if len(b30) < 8192 else _zz(len(b30))) + b30
+        if len(_c8_e8) < 256:
+            _c8_e8[v7] = x31
+    out.append(x31)
+    out.append(_c9_e8[v8])
     out.append(_small[v9] if 0 <= v9 < 8192 else _zz(v9))
     out.append(_small[v10] if 0 <= v10 < 8192 else _zz(v10))
     if v11 is None:
@@ -4480,24 +4760,25 @@ def encode_8(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x32 = _c8_e8.get(v15)
-        if x32 is None:
-            b31 = v15.encode()
-            x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-            if len(_c8_e8) < 256:
-                _c8_e8[v15] = x32
-        out.append(x32)
-    if v16:
-        out.append(_zz(len(v16)))
-        for k34, i33 in v16.items():
-            x36 = _c9_e8.get(k34)
-            if x36 is None:
-                b35 = k34.encode()
-                x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
-                if len(_c9_e8) < 256:
-                    _c9_e8[k34] = x36
-            out.append(x36)
-            out.append(_pack_double(i33))
+        x33 = _c10_e8.get(v15)
+        if x33 is None:
+            b32 = v15.encode()
+            x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
+            if len(_c10_e8) < 256:
+                _c10_e8[v15] = x33
+        out.append(x33)
+    out.append(_small[v16] if 0 <= v16 < 8192 else _zz(v16))
+    if v17:
+        out.append(_zz(len(v17)))
+        for k35, i34 in v17.items():
+            x37 = _c11_e8.get(k35)
+            if x37 is None:
+                b36 = k35.encode()
+                x37 = (_small[len(b36)] if len(b36) < 8192 else _zz(len(b36))) + b36
+                if len(_c11_e8) < 256:
+                    _c11_e8[k35] = x37
+            out.append(x37)
+            out.append(_pack_double(i34))
     out.append(b'\x00')
     return b''.join(out)
 
@@ -4536,10 +4817,11 @@ def decode_8(d: bytes, p: int) -> tuple[Any, int]:
     u28: int
     s29: int
     f30: Any
-    n31: int
-    x32: Any
-    k33: Any
-    s34: int
+    f31: Any
+    n32: int
+    x33: Any
+    k34: Any
+    s35: int
     end = len(d)
     b = d[p]
     if b < 0x80:
@@ -4713,45 +4995,51 @@ def decode_8(d: bytes, p: int) -> tuple[Any, int]:
         p += s29
     else:
         raise ValueError('union branch ' + str(u28) + ' out of range')
-    f30 = {}
+    b = d[p]
+    if b < 0x80:
+        f30 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        f30, p = _read_long(d, p)
+    f31 = {}
     while True:
         b = d[p]
         if b < 0x80:
-            n31 = (b >> 1) ^ -(b & 1)
+            n32 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            n31, p = _read_long(d, p)
-        if n31 == 0:
+            n32, p = _read_long(d, p)
+        if n32 == 0:
             break
-        if n31 < 0:  # a block with its byte size
-            n31 = -n31
+        if n32 < 0:  # a block with its byte size
+            n32 = -n32
             _, p = _read_long(d, p)
-        for _ in range(n31):
+        for _ in range(n32):
             b = d[p]
             if b < 0x80:
-                s34 = (b >> 1) ^ -(b & 1)
+                s35 = (b >> 1) ^ -(b & 1)
                 p += 1
             else:
-                s34, p = _read_long(d, p)
-            if s34 < 0 or p + s34 > end:
+                s35, p = _read_long(d, p)
+            if s35 < 0 or p + s35 > end:
                 raise ValueError('string run past the end of the data')
-            k33 = d[p:p + s34].decode()
-            p += s34
-            x32 = _unpack_double(d, p)[0]
+            k34 = d[p:p + s35].decode()
+            p += s35
+            x33 = _unpack_double(d, p)[0]
             p += 8
-            f30[k33] = x32
-    rec = {'observation_id': f1, 'indicator': f3, 'area': f5, 'catalogue_version': f7, 'site_id': f9, 'region': f11, 'country': f13, 'status': f15, 'index_time': f17, 'horizon_end': f18, 'closed_time': f19, 'outcome': f21, 'value': f23, 'expected': f25, 'exclusion': f27, 'covariates': f30}
+            f31[k34] = x33
+    rec = {'observation_id': f1, 'indicator': f3, 'area': f5, 'catalogue_version': f7, 'site_id': f9, 'region': f11, 'country': f13, 'status': f15, 'index_time': f17, 'horizon_end': f18, 'closed_time': f19, 'outcome': f21, 'value': f23, 'expected': f25, 'exclusion': f27, 'revision': f30, 'covariates': f31}
     return rec, p
 
 
 CODECS: dict[str, dict[str, Callable[..., Any]]] = {
     "c105efe5e8a8b00c0903948bea6ab3dc2b733852": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
     "7d611c97316d3410837a3b167bf5bf54044d007f": {"encode": encode_1, "decode": decode_1},  # rwe.events.NormalisedEvent
-    "27474415e778e3acbfd5109938e5e9a3dadbb040": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
-    "9251e4f7575545bdaa8bbf114a2eeb2732005bed": {"encode": encode_3, "decode": decode_3},  # rwe.internal.AscertainDelta
+    "74e5443f6e4ccbc44a3f6f9ec048c21e4d526b1b": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
+    "b1b36d084e1991391555ef3fb31d298e001e4c8a": {"encode": encode_3, "decode": decode_3},  # rwe.internal.AscertainDelta
     "cfd15e87a19d0ef7a28364e76dece19d7d0c1d6a": {"encode": encode_4, "decode": decode_4},  # rwe.internal.DedupeDelta
     "6196be6c05ca48a718b89688fee4e1ae072f469c": {"encode": encode_5, "decode": decode_5},  # rwe.internal.MonitorDelta
     "043e8c004ff2561b2466c46ab09b1e00f749f122": {"encode": encode_6, "decode": decode_6},  # rwe.internal.SiteActivity
-    "c4506af99cedb08a925220c3600fba85c83c7e89": {"encode": encode_7, "decode": decode_7},  # rwe.outcomes.IndicatorSnapshot
-    "15ea19c313eff15f818472f0860332c019350856": {"encode": encode_8, "decode": decode_8},  # rwe.outcomes.OutcomeObservation
+    "d354660eddbcc798de3ec1b0519ef6c66056b79e": {"encode": encode_7, "decode": decode_7},  # rwe.outcomes.IndicatorSnapshot
+    "90ea06444b426812288b19a9c5b517f32f92d6b6": {"encode": encode_8, "decode": decode_8},  # rwe.outcomes.OutcomeObservation
 }

@@ -65,13 +65,17 @@ class _Source:
     def __init__(self, append: str = "a") -> None:
         self.lines: list[str] = []
         self.names: dict[str, Any] = {}
+        self.const_kinds: dict[str, str] = {}  # annotations of constants not typed by their value
         self.types: dict[str, str] = {}
         self.counter = 0
         self.append = append
 
-    def const(self, value: Any) -> str:
+    def const(self, value: Any, kind: str | None = None) -> str:
+        """A module-level constant; ``kind`` its annotation (default: by its value's type)."""
         name = f"_c{len(self.names)}"
         self.names[name] = value
+        if kind is not None:
+            self.const_kinds[name] = kind
         return name
 
     def var(self, prefix: str, kind: str = "Any") -> str:
@@ -101,7 +105,11 @@ def _write_value(src: _Source, ind: int, t: Any, v: str) -> None:
             names = [src.var("v") for _ in t["fields"]]
             src.emit(ind, f"if isinstance({v}, dict):")
             for fv, f in zip(names, t["fields"], strict=True):
-                src.emit(ind + 1, f"{fv} = {v}.get({f['name']!r})")
+                if f.get("default") is None:
+                    src.emit(ind + 1, f"{fv} = {v}.get({f['name']!r})")
+                else:  # a field the writer's dict leaves out takes its schema default, as in fastavro
+                    default = f["default"].encode("latin-1") if f["type"] == "bytes" else f["default"]
+                    src.emit(ind + 1, f"{fv} = {v}.get({f['name']!r}, {src.const(default, 'Final[Any]')})")
             src.emit(ind, "else:")
             src.emit(ind + 1, f"{', '.join(names)}{',' if len(names) == 1 else ''} = {v}")
             for fv, f in zip(names, t["fields"], strict=True):
@@ -351,7 +359,8 @@ def module_source(schemas: dict[str, dict[str, Any]]) -> str:
             for const, value in src.names.items():  # module-level, unique per function
                 unique = f"{const}_{kind[0]}{n}"
                 body = re.sub(rf"\b{const}\b", unique, body)
-                kind_of = "Final[dict[Any, bytes]]" if isinstance(value, dict) else "Final[tuple[str, ...]]"
+                kind_of = src.const_kinds.get(const) or (
+                    "Final[dict[Any, bytes]]" if isinstance(value, dict) else "Final[tuple[str, ...]]")
                 parts.append(f"{unique}: {kind_of} = {value!r}")
             src.lines = body.split("\n")
             parts += ["", "", *_declarations(src), "", ""]

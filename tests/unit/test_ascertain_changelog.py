@@ -104,13 +104,15 @@ def test_packed_facts_keep_every_field() -> None:
                   -(2**63)),
              Fact(T0 + 1, "LAB_RESULT", "FI-HUS", None, frozenset(), 0.0, None, 2**63 - 1),
              Fact(T0 + 2, "PROM_RESPONSE", "DE-CHA", None, frozenset(), 71.5, "EPIC-26|urinary", 5)]
-    published = {"hf_mortality_30d:ffffffffffffffff": Published(-(2**63), "DE-CHA", T0, T0 + 30 * DAY_US),
+    published = {"hf_mortality_30d:ffffffffffffffff": Published(-(2**63), "DE-CHA", T0, T0 + 30 * DAY_US, 2**32 - 1),
                  "pc_psa_progression_2y:0000000000000001": Published(7, "FI-HUS", T0, T0 + 1)}
     table = StringTable()
-    packed_facts, packed_published = pack_facts(facts, table), pack_published(published, table)
+    packed_facts, (packed_published, revisions) = pack_facts(facts, table), pack_published(published, table)
     reader = StringReader(table.strings)
     assert unpack_facts(packed_facts, reader) == facts
-    assert dict(unpack_published(packed_published, reader)) == published
+    assert dict(unpack_published(packed_published, revisions, reader)) == published
+    # written before revisions were kept: revision 0
+    assert [p.revision for _i, p in unpack_published(packed_published, b"", reader)] == [0, 0]
 
 
 def test_a_frozen_timeline_packs_as_its_thawed_self() -> None:
@@ -120,12 +122,12 @@ def test_a_frozen_timeline_packs_as_its_thawed_self() -> None:
               Fact(T0 + 1, "LAB_RESULT", "FI-HUS", None, frozenset({"nt_probnp"}), 1200.0, None, -2),
               Fact(T0 + 2, "DISCHARGE", "FI-HUS", "enc-1", frozenset(), None, "HOME", 2**63 - 1)]:
         tl.add(f)
-    tl.published["hf_readmission_30d:00000000000000ff"] = Published(9, "FI-HUS", T0 + 2, T0 + 30 * DAY_US)
+    tl.published["hf_readmission_30d:00000000000000ff"] = Published(9, "FI-HUS", T0 + 2, T0 + 30 * DAY_US, 3)
     table = StringTable()
-    facts, published = pack_frozen(tl.freeze(), table)
+    facts, published, revisions = pack_frozen(tl.freeze(), table)
     reader = StringReader(table.strings)
     assert unpack_facts(facts, reader) == tl.facts
-    assert dict(unpack_published(published, reader)) == tl.published
+    assert dict(unpack_published(published, revisions, reader)) == tl.published
 
 
 def test_a_v1_record_with_facts_as_records_still_applies(catalogue: Catalogue) -> None:

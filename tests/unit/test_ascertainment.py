@@ -291,7 +291,11 @@ def test_tracker_finalises_a_death_as_soon_as_it_arrives(catalogue: Catalogue) -
     opened = {o.indicator: o.status for o in tracker.collect()}
     assert opened["hf_mortality_30d"] == OPEN
     tracker.add(event("lab", "LAB_RESULT", T0 + 2 * HOUR, concepts=["nt_probnp"], value=900.0))
-    assert tracker.collect() == []  # a covariate-only fact changes no published observation
+    # A covariate's fact changes the case mix (and the expected risk): published again, still OPEN.
+    (revised,) = [o for o in tracker.collect() if o.indicator == "hf_mortality_30d"]
+    assert (revised.status, revised.revision, "lab:nt_probnp:log" in revised.covariates) == (OPEN, 1, True)
+    tracker.add(event("lab2", "LAB_RESULT", T0 + 20 * DAY_US, concepts=["nt_probnp"], value=950.0))
+    assert [o for o in tracker.collect() if o.indicator == "hf_mortality_30d"] == []  # outside its window
     tracker.add(event("x", "DEATH", T0 + 3 * DAY_US, encounter_pseudonym=None))
     final = {o.indicator: o for o in tracker.collect()}
     assert (final["hf_mortality_30d"].status, final["hf_mortality_30d"].outcome) == (FINAL, 1)

@@ -128,7 +128,7 @@ def test_a_record_given_as_a_tuple_of_its_fields_encodes_as_the_dict_does() -> N
             "value": 2.5, "attr": "EMERGENCY", "key": -(2**63)}
     published = {"id": "x:00", "signature": 5, "site": "FI-HUS", "index_time": 1, "horizon_end": 2}
     change = {"pseudonym": "p", "evicted": False, "birth_year": 1950, "male": True}
-    packed = {"packed_facts": b"\x00\x01", "packed_published": b""}
+    packed = {"packed_facts": b"\x00\x01", "packed_published": b"", "packed_revisions": b""}
     as_dicts = {"snapshot": False, "max_seen": 9, "strings": ["a"],
                 "patients": [{**change, "facts": [fact], "published": [published], **packed}]}
     as_tuples = {"snapshot": False, "max_seen": 9, "strings": ["a"],

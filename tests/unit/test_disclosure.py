@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from streams.indicators.disclosure import Cell, complementary, disclose, is_small, plan, primary_suppressed, round_up
+from streams.indicators.disclosure import (
+    Cell,
+    Plan,
+    complementary,
+    disclose,
+    is_small,
+    plan,
+    primary_suppressed,
+    round_up,
+)
 
 K = 5
 NET = ("NETWORK", "network")
@@ -124,11 +133,12 @@ def test_disclose_nulls_and_rounds() -> None:
     record = {"denominator": 23, "numerator": 0, "pending": 3, "excluded": 12, "proportion": 0.0,
               "ci_low": 0.0, "ci_high": 0.14, "mean": None, "median": None, "sd": None, "expected": 1.5,
               "observed_expected": 0.0, "suppressed": False}
-    shown = disclose(record, False, True, False, rounding=10)
+    key = ("SITE", "A")
+    shown = disclose(record, Plan(frozenset(), frozenset({key}), frozenset()), key, rounding=10)
     assert shown["denominator"] == 30 and shown["numerator"] == 0 and shown["excluded"] == 20
     assert shown["pending"] is None
     assert shown["proportion"] == 0.0 and shown["ci_high"] == 0.14  # from the true counts
-    hidden = disclose(record, True, False, False)
+    hidden = disclose(record, Plan(frozenset({key}), frozenset(), frozenset()), key)
     assert hidden["suppressed"] is True
     assert all(hidden[f] is None for f in ("denominator", "numerator", "proportion", "ci_low", "ci_high",
                                            "expected", "observed_expected"))
@@ -139,3 +149,29 @@ def test_disclose_nulls_and_rounds() -> None:
 def test_round_up() -> None:
     assert [round_up(c, 100) for c in (0, 1, 99, 100, 101)] == [0, 100, 100, 100, 200]
     assert round_up(7, 0) == 7
+
+
+def test_the_by_reason_map_is_withheld_whole_and_the_provisional_numerator_alone() -> None:
+    # Site A has 1 exclusion for one reason (small), B and C enough of each: A's map is withheld,
+    # and one more site's map with it, or the region's map minus the others would give A's.
+    def cell(name: str, provisional: int, reasons: tuple[tuple[str, int], ...]) -> Cell:
+        return Cell(("SITE", name), ("REGION", "R"), "proportion", 40, 20, 30, sum(n for _r, n in reasons),
+                    provisional, reasons)
+
+    cells = [cell("A", 2, (("missing_baseline", 6), ("lost_to_follow_up", 1))),
+             cell("B", 9, (("missing_baseline", 7), ("lost_to_follow_up", 8))),
+             cell("C", 8, (("missing_baseline", 9), ("lost_to_follow_up", 9))),
+             Cell(("REGION", "R"), None, "proportion", 120, 60, 90, 40, 19,
+                  (("lost_to_follow_up", 18), ("missing_baseline", 22)))]
+    p = plan(cells, K)
+    assert p.reasons_hidden == {("SITE", "A"), ("SITE", "B")}
+    assert p.provisional_hidden == {("SITE", "A"), ("SITE", "C")}
+    assert p.excluded_hidden == frozenset()  # A's 7 exclusions are not small
+    record = {"pending": 30, "provisional_numerator": 2, "excluded": 7,
+              "excluded_by_reason": {"missing_baseline": 6, "lost_to_follow_up": 1}, "suppressed": False}
+    shown = disclose(record, p, ("SITE", "A"), rounding=5)
+    assert shown["excluded_by_reason"] == {} and shown["provisional_numerator"] is None
+    assert shown["excluded"] == 10 and shown["pending"] == 30
+    region = disclose({**record, "excluded_by_reason": {"missing_baseline": 22, "lost_to_follow_up": 18}}, p,
+                      ("REGION", "R"), rounding=5)
+    assert region["excluded_by_reason"] == {"missing_baseline": 25, "lost_to_follow_up": 20}

@@ -143,7 +143,7 @@ def test_continuous_estimates() -> None:
     assert s["sd"] == pytest.approx(stdlib.stdev(values))
     cumulative = snap(state, f"{CONT}|SITE|C|all")
     assert cumulative["mean"] == s["mean"] and cumulative["sd"] == s["sd"]
-    assert cumulative["median"] is None  # medians are for rolling windows only
+    assert cumulative["median"] == s["median"]  # exact in every window
     one = RollingState(CATALOGUE)
     one.upsert(obs(T0, indicator=CONT, outcome=None, value=3.0))
     assert snap(one, f"{CONT}|SITE|A|30")["sd"] is None
@@ -184,8 +184,8 @@ def test_eviction_keeps_cumulative_totals() -> None:
     clock_to(state, T0 + 40 * DAY_US)
     before = snap(state, f"{PROP}|NETWORK|network|all")
     assert before["denominator"] == 10
-    # A year and a follow-up later, the old index days are evicted.
-    clock_to(state, T0 + (10 + 365 + 31) * DAY_US)
+    # A year, a follow-up and the revision horizon later, the old index days are evicted.
+    clock_to(state, T0 + (10 + 365 + 31 + 365) * DAY_US)  # + the revision horizon
     assert state.evict() == 10 and len(state) == 0
     after = snap(state, f"{PROP}|NETWORK|network|all")
     assert {k: v for k, v in after.items() if k != "as_of"} == {k: v for k, v in before.items() if k != "as_of"}
@@ -263,16 +263,23 @@ def test_rounding_obscures_counts_only() -> None:
 
 # --- the property ---------------------------------------------------------------
 
-def reference(records: list[dict[str, Any]]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
-    """From scratch: each indicator's clock, and the latest applied record of every live observation."""
+def reference(steps: list[tuple[str, Any]]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
+    """From scratch: each indicator's clock, and the latest applied record of every live observation.
+    The clock is the latest time (closed, else index) of the indicator's current observations; a
+    batch (the records between two checkpoints) moves it after all its records."""
     clocks: dict[str, int] = {}
     latest: dict[str, dict[str, Any]] = {}
-    for r in records:
-        ind = r["indicator"]
-        clocks[ind] = max(clocks.get(ind, 0), r["closed_time"] if r["closed_time"] is not None else r["index_time"])
-        follow = follow_up_us(CATALOGUE.indicators[ind])
-        if r["index_time"] // DAY_US < (clocks[ind] - 365 * DAY_US - follow) // DAY_US:
+    for action, r in [*steps, ("checkpoint", None)]:
+        if action != "record":
+            clocks = {}
+            for o in latest.values():
+                time = o["closed_time"] if o["closed_time"] is not None else o["index_time"]
+                clocks[o["indicator"]] = max(clocks.get(o["indicator"], 0), time)
             continue
+        ind = r["indicator"]
+        follow = follow_up_us(CATALOGUE.indicators[ind])
+        if r["index_time"] // DAY_US < (clocks.get(ind, 0) - 2 * 365 * DAY_US - follow) // DAY_US:
+            continue  # 365 d of rolling windows + the follow-up + the revision horizon
         if r["exclusion"] == "superseded":
             latest.pop(r["observation_id"], None)
         else:
@@ -291,11 +298,16 @@ def reference_snapshot(latest: dict[str, dict[str, Any]], as_of: int, indicator:
             return True
         return (r["site_id"], r["region"], r["country"])[level[scope]] == scope_id
 
-    rows = [r for r in latest.values() if r["indicator"] == indicator and in_scope(r) and r["index_time"] <= end
-            and (window is None or r["index_time"] > end - window * DAY_US)]
+    mine = [r for r in latest.values() if r["indicator"] == indicator and in_scope(r)]
+    rows = [r for r in mine if r["index_time"] <= end and (window is None or r["index_time"] > end - window * DAY_US)]
+    following = [r for r in mine if end < r["index_time"] <= as_of]
     final = [r for r in rows if r["status"] == "FINAL"]
-    out: dict[str, Any] = {"denominator": len(final), "pending": sum(r["status"] == "OPEN" for r in rows),
-                           "excluded": sum(r["status"] == "EXCLUDED" for r in rows)}
+    excluded = sum(r["status"] == "EXCLUDED" for r in rows)
+    out: dict[str, Any] = {"denominator": len(final),
+                           "pending": sum(r["status"] == "OPEN" for r in rows + following),
+                           "provisional_numerator": None if ind.kind == "continuous" else sum(
+                               r["status"] == "FINAL" and r["outcome"] == 1 for r in following),
+                           "excluded": excluded, "excluded_by_reason": {"other": excluded} if excluded else {}}
     out["expected"] = (to_float(exact_total(r["expected"] for r in final))
                        if final and all(r["expected"] is not None for r in final) else None)
     observed = (exact_total(r["value"] for r in final) if ind.kind == "continuous"
@@ -304,7 +316,7 @@ def reference_snapshot(latest: dict[str, dict[str, Any]], as_of: int, indicator:
                                 if out["expected"] is not None and out["expected"] > 0 else None)
     if ind.kind == "continuous":
         values = [r["value"] for r in final]
-        out.update(mean=mean(values), sd=sample_sd(values), median=median(values) if window else None)
+        out.update(mean=mean(values), sd=sample_sd(values), median=median(values))
     else:
         num = sum(r["outcome"] == 1 for r in final)
         ci = wilson_interval(num, len(final))
@@ -363,8 +375,7 @@ def test_incremental_state_equals_recomputation(stream: tuple[bool, list[tuple[s
     moving, steps = stream
     live = RollingState(CATALOGUE)
     log = list(_checkpoints(live, steps))
-    records = [r for action, r in steps if action == "record"]
-    clocks, latest = reference(records)
+    clocks, latest = reference(steps)
     assert live.clocks == {k: v for k, v in clocks.items() if v > 0}  # a clock at 0 is an unset one
     for indicator in live.indicators:
         for cell, record in live.compute(indicator):
