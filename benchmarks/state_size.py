@@ -1,6 +1,8 @@
-"""Ascertain state per active patient, measured in-process without Kafka.
+"""Ascertain state per active patient, and per closed patient kept for revisions, measured
+in-process without Kafka.
 
     python benchmarks/state_size.py --patients-per-site N [--days 730] [--start 2024-01-01] [--seed 7]
+                                    [--revision-horizons 0,365]
 
 The feed the pipeline benchmark uses (streams.simulator, same configuration) is normalised
 in-process (streams.clinical.normaliser.ClinicalNormaliser, exact resends dropped by (site, event id)),
@@ -20,6 +22,12 @@ published observations, and
   (includes allocator slack);
 * the changelog snapshot: ``OutcomeTracker.snapshot()`` encoded with
   ``streams.wire.formats.Encoder("rwe.internal.AscertainDelta")``, bytes per patient.
+
+Each measurement runs once per revision horizon (``--revision-horizons``, days): the
+trackers keep a closed patient for the revision horizon beyond the longest follow-up and
+the year of covariate look-back, so on a feed longer than that the difference between two
+horizons is the closed patients kept to be revised, and ``retained_closed_bytes`` (the
+difference in traced bytes over the difference in patients held) is what each costs.
 
 Prints one JSON object.
 """
@@ -88,7 +96,7 @@ def prepare(path: Path, patients_per_site: int, days: int, start: str, seed: int
     return n
 
 
-def measure(path: Path, mode: str) -> dict[str, Any]:
+def measure(path: Path, mode: str, revision_horizon_days: float) -> dict[str, Any]:
     import psutil
 
     from streams.catalogue.definitions import load_catalogue
@@ -116,7 +124,8 @@ def measure(path: Path, mode: str) -> dict[str, Any]:
         before = tracemalloc.get_traced_memory()[0]
     rss_before = process.memory_info().rss
     t0 = time.perf_counter()
-    trackers = [OutcomeTracker(catalogue, lateness) for _ in range(PARTITIONS)]
+    trackers = [OutcomeTracker(catalogue, lateness, revision_horizon_us=int(revision_horizon_days * 86_400e6))
+                for _ in range(PARTITIONS)]
     observations = 0
     for i in range(0, events, BATCH):
         batch = sorted(range(i, min(i + BATCH, events)), key=lambda j: index[4 * j + 1])
@@ -145,7 +154,8 @@ def measure(path: Path, mode: str) -> dict[str, Any]:
     frozen = [v for t in trackers for v in t.patients.values() if isinstance(v, bytes)]
     delta_encoder = wire.Encoder("rwe.internal.AscertainDelta")
     return {
-        "mode": mode, "events": events, "patients": patients, "facts": sum(t.stats()[1] for t in trackers),
+        "mode": mode, "revision_horizon_days": revision_horizon_days, "events": events, "patients": patients,
+        "facts": sum(t.stats()[1] for t in trackers),
         "published": sum(t.stats()[2] for t in trackers), "observations": observations, "seconds": seconds,
         "snapshot_bytes": sum(len(delta_encoder.encode(r)) for t in trackers for r in t.snapshot()),
         "traced_bytes": held, "top_sites": sites, "rss_delta_bytes": rss_delta if mode == "rss" else None,
@@ -160,11 +170,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--days", type=int, default=730)
     parser.add_argument("--start", default="2024-01-01")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--revision-horizons", default="0,365",
+                        help="revision horizons (days) to measure, comma-separated")
+    parser.add_argument("--horizon", type=float, default=365.0, help=argparse.SUPPRESS)
     parser.add_argument("--measure", choices=["tracemalloc", "rss"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--input", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.measure:
-        print(json.dumps(measure(args.input, args.measure)))
+        print(json.dumps(measure(args.input, args.measure, args.horizon)))
         return 0
     fd, name = tempfile.mkstemp(prefix="rwe-state-", suffix=".bin")
     os.close(fd)
@@ -172,10 +185,20 @@ def main(argv: list[str] | None = None) -> int:
     try:
         prepare(path, args.patients_per_site, args.days, args.start, args.seed)
         result: dict[str, Any] = {}
-        for mode in ("rss", "tracemalloc"):
-            out = subprocess.run([sys.executable, __file__, "--measure", mode, "--input", str(path)],
-                                 capture_output=True, text=True, check=True, cwd=ROOT)
-            result[mode] = json.loads(out.stdout.strip().splitlines()[-1])
+        horizons = [float(h) for h in args.revision_horizons.split(",")]
+        for horizon in horizons:
+            for mode in ("rss", "tracemalloc"):
+                out = subprocess.run([sys.executable, __file__, "--measure", mode, "--input", str(path),
+                                      "--horizon", str(horizon)], capture_output=True, text=True, check=True, cwd=ROOT)
+                result[f"{mode}@{horizon:g}d"] = json.loads(out.stdout.strip().splitlines()[-1])
+        if len(horizons) == 2:
+            short, long = (result[f"tracemalloc@{h:g}d"] for h in horizons)
+            kept = long["patients"] - short["patients"]
+            result["retained_closed_patients"] = kept
+            result["retained_closed_bytes"] = (long["traced_bytes"] - short["traced_bytes"]) / kept if kept else None
+            short_rss, long_rss = (result[f"rss@{h:g}d"] for h in horizons)
+            result["retained_closed_rss_bytes"] = ((long_rss["rss_delta_bytes"] - short_rss["rss_delta_bytes"]) / kept
+                                                   if kept else None)
     finally:
         path.unlink(missing_ok=True)
     print(json.dumps(result))

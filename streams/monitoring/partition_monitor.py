@@ -58,12 +58,17 @@ meet here). Product decisions:
   when expected values exist). Overdispersion (option): phi = mean of the sites'
   squared z-scores (winsorised at 10 % each end when chosen), z divided by sqrt(phi)
   when phi > 1. Limits 1.96 (95 %) and 3.09 (99.8 %).
-* **Corrections.** The first FINAL record of an observation is what the charts see:
-  sequential statistics are not rewound. A later record for it (EXCLUDED, superseded,
-  or a FINAL with another result) moves the funnel and network totals (the old
-  contribution out, a new FINAL one in). A redelivered identical record changes
-  nothing. Observations older than the funnel window are forgotten (and a correction
-  that late is ignored).
+* **Corrections (revisions).** A revised observation (late data: a FINAL 0 that a late
+  death turns into 1, a FINAL retracted or excluded) is applied as a correction at the
+  current point, not by re-running the chart from the revised point (a re-run would need
+  every observation's path kept and would move alerts already published): the funnel
+  and network totals take the old contribution out and the new one in (exact), VLAD
+  moves by the difference (exact: it is a sum), and each CUSUM adds the difference of
+  the two log-likelihood-ratio weights and is floored at 0 (the Bernoulli CUSUM's own
+  recursion with the revised term), which can raise an alert at once. Only charts that
+  had counted the observation are corrected (past warm-up). A redelivered identical
+  record changes nothing. Observations older than the funnel window are forgotten (and
+  a correction that late is ignored).
 
 Durability: :meth:`MonitorState.take_delta`, :meth:`MonitorState.snapshot` and
 :meth:`MonitorState.apply` exchange ``rwe.internal.MonitorDelta`` records.
@@ -220,7 +225,8 @@ class IndicatorMonitor:
             if old[0] == site and old[2] == result and old[3] == expected:
                 return False
             self._remove(obs_id, old)
-            self._add(obs_id, (site, old[1], result, expected, old[4]))  # a correction: totals only
+            self._add(obs_id, (site, old[1], result, expected, old[4]))
+            self._correct(old, result)
             return True
         if closed_time < self.clock - FUNNEL_WINDOW_US:
             return False  # older than the window: it would leave at once
@@ -264,7 +270,31 @@ class IndicatorMonitor:
         if old is None:
             return False
         self._remove(obs_id, old)
+        self._correct(old, None)
         return True
+
+    def _correct(self, old: Entry, result: float | None) -> None:
+        """A charted binary observation's outcome revised to ``result`` (None: it left): its
+        CUSUM weights and VLAD term corrected at the current point (see the module doc)."""
+        site, closed_time, y_old, expected, _due = old
+        chart = self.charts.get(site)
+        if (self.continuous or chart is None or chart.h_up <= 0
+                or closed_time < self.network.first_index + self.follow_up_us):
+            return  # not charted (warm-up), or a continuous chart (its EWMA forgets by itself)
+        p = self._risk(expected)
+        base_up = math.log(1.0 - p + self.config.odds_up * p)
+        base_down = math.log(1.0 - p + self.config.odds_down * p)
+        # the log-likelihood-ratio weight of outcome y is y * log(R) - base; a retraction's new weight is 0
+        new_up = result * self._log_up - base_up if result is not None else 0.0
+        new_down = result * self._log_down - base_down if result is not None else 0.0
+        chart.up = max(0.0, chart.up + new_up - (y_old * self._log_up - base_up))
+        chart.down = max(0.0, chart.down + new_down - (y_old * self._log_down - base_down))
+        chart.vlad += (y_old - result) if result is not None else (y_old - p)
+        at = int(self.network.clock)
+        if chart.up >= chart.h_up:
+            self._cusum_lifecycle(site, chart, at, "up")
+        if chart.down >= chart.h_down:
+            self._cusum_lifecycle(site, chart, at, "down")
 
     def _add(self, obs_id: str, entry: Entry) -> None:
         self.seen[obs_id] = entry

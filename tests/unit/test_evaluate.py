@@ -7,6 +7,8 @@ import io
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
+
 from streams.batch.evaluate import evaluate, write_csv
 from streams.settings import DEV, Settings
 from streams.simulator import SimulationConfig, records
@@ -50,3 +52,26 @@ def test_the_cumulative_cell_counts_every_final_observation_however_late_its_hor
     assert cell["numerator"] == sum(o["outcome"] for o in final)
     assert cell["pending"] == sum(o["status"] == "OPEN" for o in mine) and cell["pending"] >= 1
     assert cell["provisional_numerator"] == sum(o["status"] == "FINAL" and o["outcome"] for o in following)
+
+
+def test_as_of_reports_what_was_known_at_a_date(tmp_path: Path) -> None:
+    path = feed(tmp_path, days=400)
+    as_of = "2022-09-30T00:00Z"
+    t = int(datetime(2022, 9, 30, tzinfo=UTC).timestamp() * 1_000_000)
+    result = evaluate(path, SETTINGS.with_(as_of=as_of))
+    assert result.snapshots and {s["as_of"] for s in result.snapshots} == {t}
+    observations = list(result.observations.values())
+    assert observations and all(o["index_time"] <= t for o in observations)
+    assert all(o["closed_time"] is None or o["closed_time"] <= t for o in observations)
+    # every follow-up that had ended by the date is closed: nothing OPEN past its horizon
+    assert not [o for o in observations if o["status"] == "OPEN" and o["horizon_end"] <= t]
+    # the same file without the as-of time goes further
+    later = evaluate(path, SETTINGS)
+    assert max(o["index_time"] for o in later.observations.values()) > t
+
+
+def test_a_bad_as_of_time_is_one_line() -> None:
+    from streams.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="RWE_AS_OF must be an ISO-8601 time"):
+        SETTINGS.with_(as_of="last tuesday")

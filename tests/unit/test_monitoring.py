@@ -159,18 +159,44 @@ def test_funnel_z_scores_limits_and_overdispersion() -> None:
     assert [r["status"] for r in book.drain() if r["method"] == "funnel"][-1] == "RESOLVED"
 
 
-def test_corrections_move_the_funnel_not_the_charts_and_old_observations_leave() -> None:
+def test_a_revision_is_a_correction_at_the_current_point_and_old_observations_leave() -> None:
     book = AlertBook(min_cell_count=5)
-    monitor = IndicatorMonitor(PROP, False, MonitorConfig(warmup=1), book)
-    monitor.observe("a", "A", T0, 0.0, 0.2)
-    monitor.observe("b", "A", T0 + HOUR, 1.0, 0.2)
-    up = monitor.charts["A"].up
-    assert monitor.retract("b") and monitor.charts["A"].t[0] == 1 and monitor.charts["A"].up == up
-    assert monitor.observe("a", "A", T0, 1.0, 0.2)  # a FINAL with another result: totals only
-    assert monitor.charts["A"].t[1] == 1 and monitor.network.t[1] == 1
-    monitor.observe("late", "B", T0 + FUNNEL_WINDOW_US + 2 * HOUR, 0.0, 0.2)
-    assert monitor.evict() == 1 and "a" not in monitor.seen and monitor.charts["A"].t[0] == 0
-    assert not monitor.observe("ancient", "A", T0 - HOUR, 1.0, 0.2)  # older than the window
+    config = MonitorConfig(warmup=1)
+    monitor = IndicatorMonitor(PROP, False, config, book)
+    p = 0.2
+
+    def weight(y: float, odds: float) -> float:  # the Bernoulli CUSUM's log-likelihood-ratio term
+        return y * math.log(odds) - math.log(1 - p + odds * p)
+
+    monitor.observe("a", "A", T0, 0.0, p)
+    monitor.observe("b", "A", T0 + HOUR, 1.0, p)
+    chart = monitor.charts["A"]
+    up, down, vlad = chart.up, chart.down, chart.vlad
+    assert up > 0
+    assert monitor.retract("b") and chart.t[0] == 1  # b's term leaves the CUSUM, VLAD and the totals
+    assert chart.up == pytest.approx(max(0.0, up - weight(1, config.odds_up)))
+    assert chart.vlad == pytest.approx(vlad - (p - 1.0))
+    up, down, vlad = chart.up, chart.down, chart.vlad
+    assert monitor.observe("a", "A", T0, 1.0, p)  # a late death: FINAL 0 revised to 1
+    assert chart.up == pytest.approx(max(0.0, up + weight(1, config.odds_up) - weight(0, config.odds_up)))
+    assert chart.down == pytest.approx(max(0.0, down + weight(1, config.odds_down) - weight(0, config.odds_down)))
+    assert chart.vlad == pytest.approx(vlad - 1.0)
+    assert chart.t[1] == 1 and monitor.network.t[1] == 1
+    monitor.observe("late", "B", T0 + FUNNEL_WINDOW_US + 2 * HOUR, 0.0, p)
+    assert monitor.evict() == 1 and "a" not in monitor.seen and chart.t[0] == 0
+    assert not monitor.observe("ancient", "A", T0 - HOUR, 1.0, p)  # older than the window
+
+
+def test_late_deaths_revising_a_sites_survivors_raise_its_cusum_alert() -> None:
+    book = AlertBook(min_cell_count=5)
+    monitor = IndicatorMonitor(PROP, False, MonitorConfig(arl0=1000.0, warmup=1), book)
+    for i in range(300):
+        monitor.observe(f"o{i}", SITES[i % 2], T0 + i * HOUR, 0.0, 0.1)
+    assert not [r for r in book.drain() if r["method"] == "cusum_up"]
+    for i in range(0, 60, 2):  # a civil registry's batch: 30 of site A's survivors had died
+        monitor.observe(f"o{i}", "A", T0 + i * HOUR, 1.0, 0.1)
+    opened = [r for r in book.drain() if r["method"] == "cusum_up" and r["status"] == "OPEN"]
+    assert [r["scope_id"] for r in opened] == ["A"]
 
 
 def test_ewma_watches_continuous_indicators() -> None:

@@ -196,3 +196,38 @@ def test_a_restored_tracker_keeps_revisions_and_its_raised_watermark(catalogue: 
     assert restored.add(event("p", "death", "DEATH", T0 + 29 * DAY_US)) == LATE
     revised = latest(restored.collect(), "hf_mortality_30d")
     assert (revised.outcome, revised.revision) == (1, 2)
+
+
+def test_the_stage_dead_letters_an_event_beyond_the_revision_horizon_with_its_bytes() -> None:
+    from streams.runtime import topics
+    from streams.runtime.memory import InMemoryDriver
+    from streams.settings import DEV, Settings
+    from streams.wire import formats as wire
+    from streams.wire import schemas
+
+    settings = Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0, partitions=1, min_cell_count=1,
+                        revision_horizon=100 * 86400.0, dead_letter_encryption="off")
+    driver = InMemoryDriver(settings, stages=["ascertain"])
+    encoder = wire.Encoder(schemas.NORMALISED_EVENT)
+    common = {"region": "NL-NH", "country": "NL", "recorded_time": 0, "ingest_time": 0, "code_system": None,
+              "code": None, "mapped": True, "code_map_version": "v"}
+
+    def send(e: dict[str, Any]) -> bytes:
+        value = encoder.encode({**common, **e, "recorded_time": e["event_time"]})
+        driver.pipe(topics.NORMALISED, value, b"k", 0)
+        driver.run()
+        return value
+
+    for e in hf_stay("p", T0, T0 + 5 * DAY_US):
+        send(e)
+    send(event("other", "o1", "DEATH", T0 + 200 * DAY_US))
+    late = send(event("p", "death", "DEATH", T0 + 20 * DAY_US))  # 180 days behind: beyond 100
+    (letter,) = driver.dead_letters()
+    assert letter["reason"] == "beyond_revision_horizon" and letter["stage"] == "ascertain"
+    assert letter["original_value"] == late and "80.0 days older" in letter["message"]
+    registry = driver.context.metrics.registry
+    assert registry.get_sample_value("rwe_dead_letters_total", {
+        "stage": "ascertain", "reason": "beyond_revision_horizon", "site": "NL-AMC"}) == 1
+    observations = driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)
+    mortality = [o for o in observations if o["indicator"] == "hf_mortality_30d"]
+    assert mortality[-1]["outcome"] == 0  # not applied
