@@ -189,7 +189,10 @@ def main(argv: list[str] | None = None) -> int:
         for horizon in horizons:
             for mode in ("rss", "tracemalloc"):
                 out = subprocess.run([sys.executable, __file__, "--measure", mode, "--input", str(path),
-                                      "--horizon", str(horizon)], capture_output=True, text=True, check=True, cwd=ROOT)
+                                      "--horizon", str(horizon)], capture_output=True, text=True, cwd=ROOT,
+                                 check=False)
+                if out.returncode:
+                    sys.exit(f"state_size: the {mode} measurement failed:\n{out.stderr}")
                 result[f"{mode}@{horizon:g}d"] = json.loads(out.stdout.strip().splitlines()[-1])
         if len(horizons) == 2:
             short, long = (result[f"tracemalloc@{h:g}d"] for h in horizons)

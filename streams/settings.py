@@ -88,7 +88,7 @@ class Settings:
     revision_horizon: float = _setting(
         "RWE_REVISION_HORIZON", "How far behind the newest event time a late event still revises published "
         "observations, e.g. 365d; older ones are dead letters (beyond_revision_horizon). Longer keeps "
-        "closed patients longer (benchmarks/RESULTS-state.md).", default=365 * 86400.0)
+        "closed patients longer (benchmarks/RESULTS.md: state per closed patient).", default=365 * 86400.0)
     max_feed_delay: float = _setting(
         "RWE_MAX_FEED_DELAY", "Live feeds only: the watermark of a quiet partition follows the wall clock this "
         "far behind, e.g. 7d (0: pure event time). A partition is live when its newest event arrived within "

@@ -11,7 +11,8 @@ network) is computed here. Product decisions:
   observation (it leaves every count). An identical record changes nothing, so a
   redelivered batch is absorbed.
 * **Clock.** Each indicator has its own event-time clock: the largest ``closed_time``
-  (or ``index_time`` while open) of its current observations (and of those evicted).
+  (or ``index_time`` while open) of its current observations, and never less than it
+  was when days were last evicted (a retraction cannot bring evicted days back).
   Per indicator, not per partition, so results do not depend on which indicators
   share a partition (or on the partition count), and the batch evaluator computes
   exactly what the stream does. Of its *current* observations, not of every record
@@ -313,7 +314,7 @@ class RollingState:
         self.catalogue = catalogue
         self.revision_horizon_us = revision_horizon_us
         self.clocks: dict[str, int] = {}  # indicator -> its event-time clock (UTC us), as of the last settle()
-        # The clock's parts: per indicator a floor (evicted observations, advance()) and the times
+        # The clock's parts: per indicator a floor (the clock at its last eviction, advance()) and the times
         # of its current observations (a count per time, and a max-heap of them, lazily cleaned).
         self._floors: dict[str, int] = {}
         self._times: dict[str, dict[int, int]] = {}
@@ -463,12 +464,15 @@ class RollingState:
         self.settle()
         gone = 0
         for (indicator, _site), series in self._series.items():
-            for day in series.evict_before(self.first_kept_day(indicator)):
+            days = series.evict_before(self.first_kept_day(indicator))
+            if days and self.clocks[indicator] > self._floors.get(indicator, 0):
+                # The clock never goes back past an eviction: were the newest observation
+                # superseded, the evicted days would fall inside the windows again.
+                self._floors[indicator] = self.clocks[indicator]
+            for day in days:
                 for obs_id, obs in day.members.items():
                     del self._obs[obs_id]
                     self._time_removed(indicator, obs.time)
-                    if obs.time > self._floors.get(indicator, 0):  # the clock keeps what they set
-                        self._floors[indicator] = obs.time
                 gone += len(day.members)
         self.settle()
         return gone

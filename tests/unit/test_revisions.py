@@ -198,16 +198,18 @@ def test_a_restored_tracker_keeps_revisions_and_its_raised_watermark(catalogue: 
     assert (revised.outcome, revised.revision) == (1, 2)
 
 
-def test_the_stage_dead_letters_an_event_beyond_the_revision_horizon_with_its_bytes() -> None:
+def _ascertain_driver(clock_us: int, **settings: Any) -> tuple[Any, Any]:
+    """The ascertain stage on the in-memory driver, and a function that sends it one
+    NormalisedEvent (returns its bytes)."""
     from streams.runtime import topics
-    from streams.runtime.memory import InMemoryDriver
+    from streams.runtime.memory import InMemoryDriver, ManualClock
     from streams.settings import DEV, Settings
     from streams.wire import formats as wire
     from streams.wire import schemas
 
-    settings = Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0, partitions=1, min_cell_count=1,
-                        revision_horizon=100 * 86400.0, dead_letter_encryption="off")
-    driver = InMemoryDriver(settings, stages=["ascertain"])
+    driver = InMemoryDriver(Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0, partitions=1,
+                                     min_cell_count=1, dead_letter_encryption="off", **settings),
+                            stages=["ascertain"], clock=ManualClock(now_us=clock_us))
     encoder = wire.Encoder(schemas.NORMALISED_EVENT)
     common = {"region": "NL-NH", "country": "NL", "recorded_time": 0, "ingest_time": 0, "code_system": None,
               "code": None, "mapped": True, "code_map_version": "v"}
@@ -217,6 +219,39 @@ def test_the_stage_dead_letters_an_event_beyond_the_revision_horizon_with_its_by
         driver.pipe(topics.NORMALISED, value, b"k", 0)
         driver.run()
         return value
+
+    return driver, send
+
+
+def _mortality(driver: Any) -> list[dict[str, Any]]:
+    from streams.runtime import topics
+    from streams.wire import schemas
+
+    return [o for o in driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)
+            if o["indicator"] == "hf_mortality_30d"]
+
+
+def test_the_stage_closes_a_quiet_live_feeds_follow_ups_as_the_wall_clock_passes() -> None:
+    driver, send = _ascertain_driver(T0 + 5 * DAY_US + HOUR)  # live: events arrive as they happen
+    for e in hf_stay("p", T0, T0 + 5 * DAY_US):
+        send(e)
+    assert _mortality(driver)[-1]["status"] == "OPEN"
+    driver.advance(20 * 86400.0)  # 20 quiet days
+    assert _mortality(driver)[-1]["status"] == "OPEN"
+    driver.advance(18 * 86400.0)  # 38 days after the admission: 7 d behind the clock is past the horizon
+    assert (_mortality(driver)[-1]["status"], _mortality(driver)[-1]["outcome"]) == ("FINAL", 0)
+
+
+def test_the_stage_keeps_pure_event_time_on_a_replay_of_history() -> None:
+    driver, send = _ascertain_driver(T0 + 700 * DAY_US)  # the same events read two years later
+    for e in hf_stay("p", T0, T0 + 5 * DAY_US):
+        send(e)
+    driver.advance(60 * 86400.0)
+    assert [o["status"] for o in _mortality(driver)] == ["OPEN"]
+
+
+def test_the_stage_dead_letters_an_event_beyond_the_revision_horizon_with_its_bytes() -> None:
+    driver, send = _ascertain_driver(T0, revision_horizon=100 * 86400.0)
 
     for e in hf_stay("p", T0, T0 + 5 * DAY_US):
         send(e)
@@ -228,6 +263,4 @@ def test_the_stage_dead_letters_an_event_beyond_the_revision_horizon_with_its_by
     registry = driver.context.metrics.registry
     assert registry.get_sample_value("rwe_dead_letters_total", {
         "stage": "ascertain", "reason": "beyond_revision_horizon", "site": "NL-AMC"}) == 1
-    observations = driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)
-    mortality = [o for o in observations if o["indicator"] == "hf_mortality_30d"]
-    assert mortality[-1]["outcome"] == 0  # not applied
+    assert _mortality(driver)[-1]["outcome"] == 0  # not applied

@@ -265,21 +265,30 @@ def test_rounding_obscures_counts_only() -> None:
 
 def reference(steps: list[tuple[str, Any]]) -> tuple[dict[str, int], dict[str, dict[str, Any]]]:
     """From scratch: each indicator's clock, and the latest applied record of every live observation.
-    The clock is the latest time (closed, else index) of the indicator's current observations; a
-    batch (the records between two checkpoints) moves it after all its records."""
+    The clock is the latest time (closed, else index) of the indicator's current observations, never
+    below what it was at an eviction; a batch (the records between two checkpoints) moves it after
+    all its records."""
     clocks: dict[str, int] = {}
+    floors: dict[str, int] = {}  # the clock when an indicator's oldest days were last evicted
     latest: dict[str, dict[str, Any]] = {}
+    evicted: set[str] = set()
+
+    def first_kept_day(ind: str) -> int:  # 365 d of rolling windows + the follow-up + the revision horizon
+        return (clocks.get(ind, 0) - 2 * 365 * DAY_US - follow_up_us(CATALOGUE.indicators[ind])) // DAY_US
+
     for action, r in [*steps, ("checkpoint", None)]:
         if action != "record":
-            clocks = {}
+            clocks = dict(floors)
             for o in latest.values():
                 time = o["closed_time"] if o["closed_time"] is not None else o["index_time"]
                 clocks[o["indicator"]] = max(clocks.get(o["indicator"], 0), time)
+            for obs_id, o in latest.items():
+                if obs_id not in evicted and o["index_time"] // DAY_US < first_kept_day(o["indicator"]):
+                    evicted.add(obs_id)  # still in latest: an evicted observation stays in the cumulative cell
+                    floors[o["indicator"]] = clocks[o["indicator"]]
             continue
-        ind = r["indicator"]
-        follow = follow_up_us(CATALOGUE.indicators[ind])
-        if r["index_time"] // DAY_US < (clocks.get(ind, 0) - 2 * 365 * DAY_US - follow) // DAY_US:
-            continue  # 365 d of rolling windows + the follow-up + the revision horizon
+        if r["index_time"] // DAY_US < first_kept_day(r["indicator"]):
+            continue
         if r["exclusion"] == "superseded":
             latest.pop(r["observation_id"], None)
         else:
