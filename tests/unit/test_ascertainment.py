@@ -15,6 +15,7 @@ T0 = int(datetime(2025, 3, 1, 8, 0, tzinfo=UTC).timestamp() * 1_000_000)
 HOUR = 3_600_000_000
 FAR = T0 + 5 * 365 * DAY_US  # a watermark long after everything
 _keys = iter(range(1, 10**9))
+HF = ("heart_failure", "heart_failure_broad")  # what an I50 code maps to
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +39,7 @@ def timeline(*facts: Fact, birth_year: int = 1950, sex: str = "MALE") -> Patient
 def hf_stay(ref: str, admitted: int, discharged: int | None, disposition: str | None = "HOME",
             site: str = "NL-AMC", admission_type: str = "EMERGENCY") -> list[Fact]:
     facts = [fact("ADMISSION", admitted, site=site, ref=ref, attr=admission_type),
-             fact("DIAGNOSIS", admitted + HOUR, site=site, ref=ref, concepts=("heart_failure",))]
+             fact("DIAGNOSIS", admitted + HOUR, site=site, ref=ref, concepts=HF)]
     if discharged is not None:
         facts.append(fact("DISCHARGE", discharged, site=site, ref=ref, attr=disposition))
     return facts
@@ -88,7 +89,7 @@ def test_a_stay_becomes_an_index_when_its_diagnosis_arrives_later(catalogue: Cat
     admission = fact("ADMISSION", T0, ref="s1", attr="EMERGENCY")
     tl = timeline(admission)
     assert ascertain(catalogue.indicators["hf_mortality_30d"], tl, FAR) == []
-    tl.add(fact("DIAGNOSIS", T0 + 6 * DAY_US, ref="s1", concepts=("heart_failure",)))
+    tl.add(fact("DIAGNOSIS", T0 + 6 * DAY_US, ref="s1", concepts=HF))
     assert only(catalogue, "hf_mortality_30d", tl).index_time == T0
 
 
@@ -358,3 +359,13 @@ def test_a_frozen_timeline_thaws_to_the_same_facts_and_records() -> None:
     assert thawed.settled == {"af_stroke_1y": T0} and (thawed.birth_year, thawed.male) == (1940, False)
     assert thawed.facts[0].ref is thawed.facts[2].ref  # one copy of the encounter pseudonym
     assert PatientTimeline.thaw(PatientTimeline().freeze()).facts == []
+
+
+# ----------------------------------------------------------------- decisions of issue 12
+def test_a_broad_heart_failure_code_enters_the_heart_failure_cohorts(catalogue: Catalogue) -> None:
+    # I11.0 (hypertensive heart disease with HF) maps to heart_failure_broad only.
+    tl = timeline(fact("ADMISSION", T0, ref="s1", attr="EMERGENCY"),
+                  fact("DIAGNOSIS", T0 + HOUR, ref="s1", concepts=("heart_failure_broad",)),
+                  fact("DISCHARGE", T0 + 3 * DAY_US, ref="s1", attr="HOME"))
+    for indicator in ("hf_mortality_30d", "hf_readmission_30d", "hf_length_of_stay"):
+        assert only(catalogue, indicator, tl).status == FINAL
