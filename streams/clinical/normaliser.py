@@ -17,6 +17,7 @@ from typing import Any
 from streams.catalogue.sites import Site
 from streams.clinical.clock import LocalTimeConverter, UnknownTimeZone
 from streams.clinical.codes import CodeMap
+from streams.clinical.proms import SCALES, prom_key
 from streams.clinical.pseudonym import Pseudonymiser
 from streams.clinical.units import ValueRejected, to_canonical
 from streams.vocabulary.dead_letters import Reason, Rejected
@@ -24,9 +25,7 @@ from streams.vocabulary.dead_letters import Reason, Rejected
 EARLIEST_US = int(datetime(1900, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
 FIRST_BIRTH_YEAR = 1880
 CODED_TYPES = frozenset({"DIAGNOSIS", "PROCEDURE", "LAB_RESULT", "MEDICATION"})
-STAY_TYPES = frozenset({"ADMISSION", "DISCHARGE"})
-# Instruments whose domain scores have a fixed scale.
-PROM_SCALES = {"EPIC-26": (0.0, 100.0), "KCCQ-12": (0.0, 100.0), "EQ-5D-VAS": (0.0, 100.0)}
+STAY_TYPES = frozenset({"ADMISSION", "DISCHARGE", "WARD_TRANSFER"})
 
 
 class ClinicalNormaliser:
@@ -88,9 +87,11 @@ class ClinicalNormaliser:
         if event_type == "PROM_RESPONSE":
             if prom is None:
                 raise Rejected(Reason.MISSING_FIELD, "patient-reported outcome response without prom")
-            low, high = PROM_SCALES.get(prom["instrument"].upper(), (-math.inf, math.inf))
+            instrument, domain = prom_key(prom["instrument"], prom["domain"])
+            low, high = SCALES.get(instrument, (-math.inf, math.inf))
             if not (math.isfinite(prom["score"]) and low <= prom["score"] <= high):
                 raise Rejected(Reason.OUT_OF_RANGE, f"{prom['instrument']} score {prom['score']} outside {low}-{high}")
+            prom = {"instrument": instrument, "domain": domain, "score": prom["score"]}
         birth_year = event.get("birth_year")
         if birth_year is not None and not FIRST_BIRTH_YEAR <= birth_year <= self.max_birth_year:
             raise Rejected(Reason.OUT_OF_RANGE, f"birth year {birth_year} is implausible")
