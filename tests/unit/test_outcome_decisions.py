@@ -8,6 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import clinical_event
 from test_ascertainment import (
     FAR,
     HF,
@@ -32,6 +33,10 @@ from streams.errors import ConfigError
 from streams.outcomes.ascertainment import EXCLUDED, FINAL, OPEN, ascertain, next_deadline
 from streams.outcomes.timeline import DAY_US, Fact, PatientTimeline, fact_from_event
 from streams.outcomes.tracker import OutcomeTracker
+from streams.runtime import topics
+from streams.runtime.memory import InMemoryDriver
+from streams.settings import DEV, Settings
+from streams.wire import schemas
 
 
 @pytest.fixture(scope="module")
@@ -250,3 +255,31 @@ def test_a_bad_setting_is_one_error_naming_it(tmp_path: Path, setting: str, fiel
     with pytest.raises(ConfigError) as err:
         load_catalogue(tmp_path)
     assert str(err.value).startswith(f"cardiovascular.toml: indicator ami_mortality_30d: {field}: ")
+
+
+# ----------------------------------------------------------------- ward transfers, through the stages
+def test_a_ward_transfer_inside_a_stay_neither_ends_nor_splits_it() -> None:
+    driver = InMemoryDriver(Settings(mode=DEV, pseudonym_key="k" * 40, metrics_port=0, partitions=1),
+                            stages=["normalise", "ascertain"])
+    day, hour = 86_400_000_000, 3_600_000_000
+    admit = clinical_event()["event_time"]
+
+    def raw(event_id: str, event_type: str, t: int, **extra: object) -> dict[str, object]:
+        return clinical_event(event_id=event_id, event_type=event_type, event_time=t, recorded_time=t + 60_000_000,
+                              **{"code_system": None, "code": None, "admission_type": None, **extra})
+
+    driver.pipe_events([raw("a", "ADMISSION", admit, admission_type="EMERGENCY"),
+                        raw("d", "DIAGNOSIS", admit + hour, code_system="ICD-10", code="I50.9"),
+                        raw("w1", "WARD_TRANSFER", admit + day), raw("w2", "WARD_TRANSFER", admit + 3 * day)])
+    driver.run()
+    normalised = [r["event_type"] for r in driver.records(topics.NORMALISED, schemas.NORMALISED_EVENT)]
+    assert normalised.count("WARD_TRANSFER") == 2 and driver.dead_letters() == []
+    los = [r for r in driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)
+           if r["indicator"] == "hf_length_of_stay"]
+    assert [(r["status"], r["value"]) for r in los] == [("OPEN", None)]  # still in hospital after two moves
+    driver.pipe_events([raw("x", "DISCHARGE", admit + 6 * day, disposition="HOME")])
+    driver.run()
+    los = [r for r in driver.records(topics.OBSERVATIONS, schemas.OUTCOME_OBSERVATION)
+           if r["indicator"] == "hf_length_of_stay"]
+    assert [(r["status"], r["value"]) for r in los] == [("OPEN", None), ("FINAL", 6.0)]
+    assert len({r["observation_id"] for r in los}) == 1
