@@ -141,6 +141,7 @@ class Indicator:
             "unit": self.unit, "index": _selector_text(self.index), "index_rule": self.index_rule,
             "horizon": f"{self.horizon_days:g} x 24 h after the index instant (boundary inside)",
             "credit": self.credit, "outcome": self.outcome_doc, "better": self.better,
+            "index_after_death": self.index_after_death,
             **({"outcome_selector": _selector_text(self.outcome)} if self.outcome else {}),
             **dict(self.params), "exclusions": list(self.exclusions), "covariates": list(self.covariates),
             "risk": self.risk.describe() if self.risk else None, "file": self.file,

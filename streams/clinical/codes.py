@@ -246,6 +246,7 @@ class CodeMap:
         labs: Mapping[str, LabDefinition],
         sources: Mapping[str, Mapping[str, tuple[str, ...]]],
         areas: Mapping[str, str],
+        provenance: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
         self._index = index
@@ -255,6 +256,8 @@ class CodeMap:
                               for code in sources[lab.concept].get("LOINC", ())}
         self._sources = sources
         self.areas: Mapping[str, str] = MappingProxyType(dict(areas))
+        # concept or lab -> the value set, phenotype or guideline its codes come from
+        self.provenance: Mapping[str, str] = MappingProxyType(dict(provenance or {}))
         self.concept_names = frozenset(sources)
         self._cache: dict[tuple[str | None, str | None], CodeMapping] = {}
         self._systems: dict[str, str | None] = {}
@@ -353,6 +356,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
     exclude: dict[str, dict[str, set[str]]] = {s: {} for s in ICD10_VARIANTS}
     sources: dict[str, dict[str, list[str]]] = {}
     areas: dict[str, str] = {}
+    provenance: dict[str, str] = {}
     labs: dict[str, LabDefinition] = {}
     lab_loinc: dict[str, str] = {}
 
@@ -408,6 +412,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
                     lab_loinc[code] = name
             if not entry.get("source", "").strip():
                 raise fail(where, "missing field source (the value set, phenotype or guideline its codes come from)")
+            provenance[name] = entry["source"].strip()
 
     frozen_sources = {
         name: MappingProxyType({s: tuple(dict.fromkeys(c)) for s, c in per.items()})
@@ -420,6 +425,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
         labs=labs,
         sources=frozen_sources,
         areas=areas,
+        provenance=provenance,
     )
 
 

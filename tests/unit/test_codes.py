@@ -318,6 +318,11 @@ def test_every_shipped_concept_and_lab_names_its_source() -> None:
             assert entry.get("source", "").strip(), f"{kind} {name} has no source"
 
 
+def test_the_source_of_each_code_list_is_kept_for_catalogue_show() -> None:
+    assert "CALIBER" in CODE_MAP.provenance["heart_failure_broad"]
+    assert CODE_MAP.provenance["psa"].startswith("LOINC 2857-1")
+
+
 def test_a_concept_without_source_is_rejected(tmp_path: Path) -> None:
     message = bad(tmp_path, 'version = "t"\n[concept.x]\nicd10 = ["I50"]\n')
     assert "concept x" in message and "source" in message
