@@ -21,7 +21,7 @@ def clinical_event(**overrides: Any) -> dict[str, Any]:
         "patient_id_issuer": None, "encounter_id": "ENC-1", "event_type": "ADMISSION",
         "event_time": 1_735_732_800_000_000,  # 2025-01-01T12:00 local
         "recorded_time": 1_735_733_400_000_000, "time_zone": "Europe/Amsterdam",
-        "code_system": "ICD-10", "code": "I50.9", "value": None, "unit": None,
+        "code_system": "ICD-10", "code": "I50.9", "value": None, "unit": None, "coded_value": None,
         "admission_type": "EMERGENCY", "disposition": None, "birth_year": 1948, "sex": "FEMALE",
         "prom": None, "patient_name": "Jan Jansen", "address": "Dam 1, Amsterdam", "note": "free text",
     }

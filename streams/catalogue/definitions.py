@@ -15,19 +15,20 @@ import functools
 import hashlib
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from streams.catalogue.risk import RiskModel, parse_model
 from streams.clinical.codes import CodeMap
+from streams.clinical.proms import prom_key
 from streams.errors import ConfigError
 from streams.vocabulary.time import DAY_US
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "indicators"
-CATALOGUE_VERSION = "2026.11.1"
+CATALOGUE_VERSION = "2026.12.1"
 EVENT_TYPES = ("ADMISSION", "DISCHARGE", "DIAGNOSIS", "PROCEDURE", "LAB_RESULT", "MEDICATION", "PROM_RESPONSE",
-               "DEATH")
+               "DEATH", "WARD_TRANSFER", "CARE_HOME_ADMISSION")
 SHAPES: dict[str, tuple[str, ...]] = {
     # shape -> parameters it requires beyond the common ones
     "death": (),
@@ -43,12 +44,18 @@ CONTINUOUS_SHAPES = frozenset({"length_of_stay", "value_at"})
 INDEX_RULES = ("every", "first")
 CREDITS = ("admitting_site", "discharging_site", "index_site")
 COMMON_KEYS = {"title", "shape", "kind", "unit", "index", "horizon_days", "index_rule", "credit", "outcome_doc",
-               "exclusions", "covariates", "outcome", "risk", "better"}
+               "exclusions", "covariates", "outcome", "risk", "better", "index_after_death"}
 BETTER = ("lower", "higher")  # which way the indicator improves: most outcomes are adverse events
 PARAM_KEYS = {"lab", "threshold", "after_days", "drop", "baseline_before_days", "baseline_after_days", "prom",
-              "window_days"}
+              "window_days", "without_follow_up", "prior_outcome_exclusion"}
 SELECTOR_KEYS = {"event", "concepts", "stay_concepts", "admission_types", "dispositions", "labs_all",
-                 "labs_within_days"}
+                 "labs_within_days", "confirmed_by", "confirmed_within_days"}
+# What an index event dated after the patient's recorded death is: excluded (index_after_death),
+# or evaluated like any other ("keep").
+AFTER_DEATH = ("exclude", "keep")
+# score_drop without a follow-up score in the horizon: excluded (lost_to_follow_up), or a negative.
+WITHOUT_FOLLOW_UP = ("exclude", "negative")
+REASON_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz_")
 COVARIATE_NAMES = ("age", "male", "prior_admissions_12m", "baseline_mmse", "baseline_prom")
 LAB_OPS = ("<", "<=", ">", ">=")
 
@@ -64,6 +71,14 @@ class EventSelector:
     dispositions: frozenset[str] = frozenset()
     labs_all: tuple[tuple[str, str, float], ...] = ()
     labs_within_days: float = 7.0
+    # an index event counts only with a fact of one of these concepts within the days either side
+    confirmed_by: frozenset[str] = frozenset()
+    confirmed_within_days: float = 30.0
+    # an outcome is met by this selector or any of these (an outcome given as a list of tables)
+    alternatives: tuple[EventSelector, ...] = ()
+
+    def any_of(self) -> tuple[EventSelector, ...]:
+        return (self, *self.alternatives)
 
 
 @dataclass(frozen=True, eq=False)
@@ -85,6 +100,7 @@ class Indicator:
     exclusions: tuple[str, ...] = ()
     risk: RiskModel | None = None  # expected outcome from the case mix (streams/catalogue/risk.py)
     better: str = "lower"          # "higher" for a good outcome (remission) or a score where higher is better
+    index_after_death: str = "exclude"  # see AFTER_DEATH
     file: str = ""
 
     @functools.cached_property
@@ -97,15 +113,15 @@ class Indicator:
         their case-mix covariates included (a late lab result revises the expected risk)."""
         kinds: set[str] = set()
         concepts: set[str] = set()
-        for sel in (self.index, self.outcome):
-            if sel is None:
-                continue
-            concepts |= sel.concepts | sel.stay_concepts | {lab for lab, _op, _v in sel.labs_all}
-            if sel.stay_concepts or sel.admission_types or sel.dispositions or sel is self.outcome:
+        outcomes = self.outcome.any_of() if self.outcome else ()
+        for n, sel in enumerate((self.index, *outcomes)):
+            concepts |= (sel.concepts | sel.stay_concepts | sel.confirmed_by
+                         | {lab for lab, _op, _v in sel.labs_all})
+            if sel.stay_concepts or sel.admission_types or sel.dispositions or n > 0:  # n > 0: an outcome
                 kinds |= {sel.event} if sel.event else set()
             if sel.stay_concepts:
                 kinds |= {"ADMISSION", "DISCHARGE"}
-        if self.shape == "death":
+        if self.shape == "death" or self.index_after_death == "exclude":  # a death, or a discharge by death
             kinds |= {"DEATH", "DISCHARGE"}
         if self.shape in ("readmission", "length_of_stay"):
             kinds |= {"ADMISSION", "DISCHARGE"}
@@ -127,6 +143,7 @@ class Indicator:
             "unit": self.unit, "index": _selector_text(self.index), "index_rule": self.index_rule,
             "horizon": f"{self.horizon_days:g} x 24 h after the index instant (boundary inside)",
             "credit": self.credit, "outcome": self.outcome_doc, "better": self.better,
+            "index_after_death": self.index_after_death,
             **({"outcome_selector": _selector_text(self.outcome)} if self.outcome else {}),
             **dict(self.params), "exclusions": list(self.exclusions), "covariates": list(self.covariates),
             "risk": self.risk.describe() if self.risk else None, "file": self.file,
@@ -154,15 +171,16 @@ class Catalogue:
         """Concepts any index, outcome or covariate looks at: facts without them are not kept."""
         found: set[str] = set()
         for ind in self.indicators.values():
-            for sel in (ind.index, ind.outcome):
-                if sel is not None:
-                    found |= sel.concepts | sel.stay_concepts | {lab for lab, _op, _v in sel.labs_all}
+            for sel in (ind.index, *(ind.outcome.any_of() if ind.outcome else ())):
+                found |= (sel.concepts | sel.stay_concepts | sel.confirmed_by
+                          | {lab for lab, _op, _v in sel.labs_all})
             if "lab" in ind.params:
                 found.add(ind.params["lab"])
             found |= {c.split(":")[1] for c in ind.covariates if c.startswith("lab:")}
         return frozenset(found)
 
     def prom_keys(self) -> frozenset[tuple[str, str]]:
+        """(instrument, domain) of every tracked questionnaire domain, canonical (streams.clinical.proms)."""
         return frozenset((i.params["prom"]["instrument"], i.params["prom"]["domain"])
                          for i in self.indicators.values() if "prom" in i.params)
 
@@ -180,7 +198,10 @@ def _selector_text(sel: EventSelector) -> str:
     if sel.labs_all:
         labs = " and ".join(f"{lab} {op} {v:g}" for lab, op, v in sel.labs_all)
         parts.append(f"or labs {labs} within {sel.labs_within_days:g} days")
-    return " ".join(parts)
+    if sel.confirmed_by:
+        parts.append(f"confirmed by {' or '.join(sorted(sel.confirmed_by))} within "
+                     f"{sel.confirmed_within_days:g} days either side")
+    return " or ".join([" ".join(parts), *(_selector_text(alt) for alt in sel.alternatives)])
 
 
 def load_catalogue(directory: Path | None = None, code_map: CodeMap | None = None) -> Catalogue:
@@ -249,7 +270,7 @@ def _indicator(file: str, area: str, ind_id: str, spec: Any, known: frozenset[st
         raise fail("index", f"shape {shape} indexes a DISCHARGE with stay_concepts")
     if index.event is None:
         raise fail("index.event", "required")
-    outcome = _selector(spec["outcome"], "outcome", known, fail) if "outcome" in spec else None
+    outcome = _outcome(spec["outcome"], known, fail) if "outcome" in spec else None
     params = {k: spec[k] for k in PARAM_KEYS if k in spec}
     for name in ("lab",):
         if name in params and params[name] not in known:
@@ -259,8 +280,21 @@ def _indicator(file: str, area: str, ind_id: str, spec: Any, known: frozenset[st
             raise fail(name, "must be a number >= 0")
     if "prom" in params:
         prom = params["prom"]
-        if not isinstance(prom, dict) or set(prom) != {"instrument", "domain"}:
+        if not isinstance(prom, dict) or set(prom) != {"instrument", "domain"} or not all(
+                isinstance(v, str) for v in prom.values()):
             raise fail("prom", "must be { instrument = ..., domain = ... }")
+        params["prom"] = dict(zip(("instrument", "domain"), prom_key(prom["instrument"], prom["domain"]),
+                                  strict=True))
+    if "without_follow_up" in params and (shape != "score_drop"
+                                          or params["without_follow_up"] not in WITHOUT_FOLLOW_UP):
+        raise fail("without_follow_up", f"a score_drop setting, one of {', '.join(WITHOUT_FOLLOW_UP)}")
+    if "prior_outcome_exclusion" in params:
+        reason = params["prior_outcome_exclusion"]
+        if shape != "event" or not isinstance(reason, str) or not reason or set(reason) - REASON_CHARS:
+            raise fail("prior_outcome_exclusion", "an event-shape setting: the exclusion reason, snake_case")
+    after_death = spec.get("index_after_death", "exclude")
+    if after_death not in AFTER_DEATH:
+        raise fail("index_after_death", f"must be one of {', '.join(AFTER_DEATH)}")
     covariates = spec.get("covariates", [])
     if not isinstance(covariates, list):
         raise fail("covariates", "must be a list")
@@ -277,7 +311,17 @@ def _indicator(file: str, area: str, ind_id: str, spec: Any, known: frozenset[st
         id=ind_id, area=area, title=str(spec["title"]), shape=shape, kind=kind, unit=spec.get("unit"),
         index=index, horizon_days=float(horizon), index_rule=index_rule, credit=credit, outcome=outcome,
         params=params, covariates=tuple(covariates), outcome_doc=str(spec.get("outcome_doc", "")),
-        exclusions=tuple(exclusions), risk=risk, better=better, file=file)
+        exclusions=tuple(exclusions), risk=risk, better=better, index_after_death=after_death, file=file)
+
+
+def _outcome(raw: Any, known: frozenset[str], fail: Any) -> EventSelector:
+    """An outcome table, or a list of them (met by any)."""
+    if not isinstance(raw, list):
+        return _selector(raw, "outcome", known, fail)
+    if not raw:
+        raise fail("outcome", "an empty list")
+    first, *rest = (_selector(alt, f"outcome[{i}]", known, fail) for i, alt in enumerate(raw))
+    return replace(first, alternatives=tuple(rest))
 
 
 def _selector(raw: Any, where: str, known: frozenset[str], fail: Any) -> EventSelector:
@@ -305,11 +349,15 @@ def _selector(raw: Any, where: str, known: frozenset[str], fail: Any) -> EventSe
                 or not isinstance(entry[2], (int, float))):
             raise fail(f"{where}.labs_all", f"entries are [lab, one of {' '.join(LAB_OPS)}, number], not {entry!r}")
         labs_all.append((entry[0], entry[1], float(entry[2])))
+    within = raw.get("confirmed_within_days", 30.0)
+    if not isinstance(within, (int, float)) or isinstance(within, bool) or within < 0:
+        raise fail(f"{where}.confirmed_within_days", "must be a number of days >= 0")
     return EventSelector(
         event=event, concepts=names("concepts", known), stay_concepts=names("stay_concepts", known),
         admission_types=names("admission_types", ("EMERGENCY", "ELECTIVE", "UNKNOWN")),
         dispositions=names("dispositions", ("HOME", "TRANSFER", "DEATH", "LONG_TERM_CARE", "OTHER", "UNKNOWN")),
-        labs_all=tuple(labs_all), labs_within_days=float(raw.get("labs_within_days", 7.0)))
+        labs_all=tuple(labs_all), labs_within_days=float(raw.get("labs_within_days", 7.0)),
+        confirmed_by=names("confirmed_by", known), confirmed_within_days=float(within))
 
 
 def _valid_covariate(cov: Any, known: frozenset[str]) -> bool:

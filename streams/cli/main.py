@@ -181,9 +181,10 @@ def cmd_catalogue(args: argparse.Namespace) -> int:
         code_map = CodeMap.load()
         for ind_id in args.indicator:
             ind = catalogue.indicators[ind_id]
-            concepts = sorted({c for sel in (ind.index, ind.outcome) if sel is not None
-                               for c in (*sel.concepts, *sel.stay_concepts)})
-            codes = {c: {system: list(found) for system, found in code_map.concepts_for(c).items()}
+            selectors = (ind.index, *(ind.outcome.any_of() if ind.outcome else ()))
+            concepts = sorted({c for sel in selectors for c in (*sel.concepts, *sel.stay_concepts, *sel.confirmed_by)})
+            codes = {c: {"source": code_map.provenance.get(c),
+                         **{system: list(found) for system, found in code_map.concepts_for(c).items()}}
                      for c in concepts if c in code_map.concept_names}
             print(json.dumps({"catalogue_version": catalogue.version, **ind.describe(),
                               "codes": codes, "code_map_version": code_map.version}, indent=2, default=str))

@@ -1,4 +1,4 @@
-"""Source codes (ICD-10 variants, SNOMED CT, LOINC, ATC, OPS, OPCS) to catalogue concepts.
+"""Source codes (ICD-10 variants, SNOMED CT, LOINC, ATC, OPS, OPCS, ELN 2022 responses) to catalogue concepts.
 
 The catalogue (``catalogue/concepts.toml``) lists, per concept, the codes or code
 prefixes that mean it. ``CodeMap.map`` canonicalises a raw (system, code) pair from a
@@ -22,7 +22,7 @@ from streams.errors import ConfigError
 
 DEFAULT_CONCEPTS_FILE = Path(__file__).resolve().parent.parent / "catalogue" / "concepts.toml"
 CANONICAL_SYSTEMS = (
-    "ICD10", "ICD10CM", "ICD10GM", "ICD10PCS", "SNOMED", "LOINC", "ATC", "OPS", "OPCS",
+    "ICD10", "ICD10CM", "ICD10GM", "ICD10PCS", "SNOMED", "LOINC", "ATC", "OPS", "OPCS", "ELN2022",
 )
 ICD10_VARIANTS = ("ICD10", "ICD10CM", "ICD10GM")
 PREFIX_SYSTEMS = frozenset({*ICD10_VARIANTS, "ICD10PCS", "OPS", "OPCS"})
@@ -60,6 +60,8 @@ _ALIASES: dict[str, tuple[str, ...]] = {
         "http://fhir.de/codesystem/dimdi/ops",
     ),
     "OPCS": ("opcs", "opcs4", "opcs410"),
+    # AML response categories of the ELN 2022 recommendations (coded assessment results)
+    "ELN2022": ("eln2022", "eln", "europeanleukemianet2022"),
 }
 _SYSTEM_BY_KEY = {alias: system for system, aliases in _ALIASES.items() for alias in aliases}
 # A year-versioned name: "ICD-10-GM 2024" -> "icd10gm".
@@ -74,13 +76,15 @@ _LIST_FIELDS: dict[str, tuple[str, ...]] = {
     "exclude": ICD10_VARIANTS,
     "icd10pcs": ("ICD10PCS",),
     "snomed": ("SNOMED",),
+    "snomed_descendants": ("SNOMED",),
     "loinc": ("LOINC",),
     "atc": ("ATC",),
     "ops": ("OPS",),
     "opcs": ("OPCS",),
+    "eln2022": ("ELN2022",),
 }
-_CONCEPT_FIELDS = frozenset({"area", "doc", *_LIST_FIELDS})
-_LAB_FIELDS = frozenset({"area", "doc", "loinc", "snomed", "unit", "convert", "range", "unitless"})
+_CONCEPT_FIELDS = frozenset({"area", "doc", "source", *_LIST_FIELDS})
+_LAB_FIELDS = frozenset({"area", "doc", "source", "loinc", "snomed", "unit", "convert", "range", "unitless"})
 
 _CACHE_MAX = 100_000  # distinct raw (system, code) pairs; cleared, not evicted: cheap and rare
 _SYSTEM_CACHE_MAX = 10_000
@@ -151,6 +155,18 @@ def _exact_upper(pattern: re.Pattern[str]) -> Callable[[str], Canonical | None]:
     return canonical
 
 
+_ELN = re.compile(r"[A-Z]{2,8}", re.ASCII)
+
+
+def _eln2022(raw: str) -> Canonical | None:
+    # ELN 2022 table 6 abbreviations, upper case: "CRi" -> CRI, "CR MRD-" / "CR_MRD_NEG" -> CRMRDNEG.
+    code = raw.upper().replace("\u2212", "-")
+    if code.endswith("MRD-"):
+        code = code[:-1] + "NEG"
+    code = re.sub(r"[\s_-]", "", code).replace("NEGATIVE", "NEG")
+    return (code, code, None) if _ELN.fullmatch(code) else None
+
+
 def _ops(raw: str) -> Canonical | None:
     # OPS writes its letters in lower case ("8-800.c0", "5-83b.50").
     match = _OPS.fullmatch(raw.lower())
@@ -179,6 +195,7 @@ _CANONICALISERS: dict[str, Callable[[str], Canonical | None]] = {
     "ATC": _exact_upper(_ATC),
     "OPS": _ops,
     "OPCS": _opcs,
+    "ELN2022": _eln2022,
 }
 # Catalogue entries are prefixes: the CM shape is the loosest ICD-10 one (G3183, C7A).
 _CATALOGUE_CANONICALISERS = {**_CANONICALISERS, "ICD10": _cm, "ICD10GM": _cm}
@@ -229,6 +246,7 @@ class CodeMap:
         labs: Mapping[str, LabDefinition],
         sources: Mapping[str, Mapping[str, tuple[str, ...]]],
         areas: Mapping[str, str],
+        provenance: Mapping[str, str] | None = None,
     ) -> None:
         self.version = version
         self._index = index
@@ -238,6 +256,8 @@ class CodeMap:
                               for code in sources[lab.concept].get("LOINC", ())}
         self._sources = sources
         self.areas: Mapping[str, str] = MappingProxyType(dict(areas))
+        # concept or lab -> the value set, phenotype or guideline its codes come from
+        self.provenance: Mapping[str, str] = MappingProxyType(dict(provenance or {}))
         self.concept_names = frozenset(sources)
         self._cache: dict[tuple[str | None, str | None], CodeMapping] = {}
         self._systems: dict[str, str | None] = {}
@@ -336,6 +356,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
     exclude: dict[str, dict[str, set[str]]] = {s: {} for s in ICD10_VARIANTS}
     sources: dict[str, dict[str, list[str]]] = {}
     areas: dict[str, str] = {}
+    provenance: dict[str, str] = {}
     labs: dict[str, LabDefinition] = {}
     lab_loinc: dict[str, str] = {}
 
@@ -352,7 +373,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
             bad = sorted(set(entry) - allowed)
             if bad:
                 raise fail(where, f"unknown field {bad[0]}")
-            for text_field in ("area", "doc"):
+            for text_field in ("area", "doc", "source"):
                 if not isinstance(entry.get(text_field, ""), str):
                     raise fail(where, f"field {text_field} must be a string")
             per_system: dict[str, list[str]] = {}
@@ -389,6 +410,9 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
                     if code in lab_loinc:
                         raise fail(where, f"field loinc: {code} is also lab {lab_loinc[code]}")
                     lab_loinc[code] = name
+            if not entry.get("source", "").strip():
+                raise fail(where, "missing field source (the value set, phenotype or guideline its codes come from)")
+            provenance[name] = entry["source"].strip()
 
     frozen_sources = {
         name: MappingProxyType({s: tuple(dict.fromkeys(c)) for s, c in per.items()})
@@ -401,6 +425,7 @@ def _load(path: Path, cls: type[CodeMap]) -> CodeMap:
         labs=labs,
         sources=frozen_sources,
         areas=areas,
+        provenance=provenance,
     )
 
 

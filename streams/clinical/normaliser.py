@@ -17,6 +17,7 @@ from typing import Any
 from streams.catalogue.sites import Site
 from streams.clinical.clock import LocalTimeConverter, UnknownTimeZone
 from streams.clinical.codes import CodeMap
+from streams.clinical.proms import SCALES, prom_key
 from streams.clinical.pseudonym import Pseudonymiser
 from streams.clinical.units import ValueRejected, to_canonical
 from streams.vocabulary.dead_letters import Reason, Rejected
@@ -24,9 +25,7 @@ from streams.vocabulary.dead_letters import Reason, Rejected
 EARLIEST_US = int(datetime(1900, 1, 1, tzinfo=UTC).timestamp() * 1_000_000)
 FIRST_BIRTH_YEAR = 1880
 CODED_TYPES = frozenset({"DIAGNOSIS", "PROCEDURE", "LAB_RESULT", "MEDICATION"})
-STAY_TYPES = frozenset({"ADMISSION", "DISCHARGE"})
-# Instruments whose domain scores have a fixed scale.
-PROM_SCALES = {"EPIC-26": (0.0, 100.0), "KCCQ-12": (0.0, 100.0), "EQ-5D-VAS": (0.0, 100.0)}
+STAY_TYPES = frozenset({"ADMISSION", "DISCHARGE", "WARD_TRANSFER"})
 
 
 class ClinicalNormaliser:
@@ -70,14 +69,16 @@ class ClinicalNormaliser:
             if (event.get("code") or "").strip():
                 raise Rejected(Reason.INVALID_CODE, f"{event_type.lower()} code is not well-formed for its code system")
             raise Rejected(Reason.MISSING_FIELD, f"{event_type.lower()} without a code")
+        coded, coded_concepts, mapped = self._coded_value(event, event_type)
+        concepts = sorted({*mapping.concepts, *coded_concepts}) if coded_concepts else list(mapping.concepts)
         value, unit = event.get("value"), event.get("unit")
         if mapping.lab is not None:
             try:
                 value, unit = to_canonical(mapping.lab, value, unit)
             except ValueRejected as exc:
                 raise Rejected(exc.reason, exc.message) from None
-        elif event_type == "LAB_RESULT" and value is None:
-            raise Rejected(Reason.MISSING_VALUE, "lab result without a value")
+        elif event_type == "LAB_RESULT" and value is None and coded is None:
+            raise Rejected(Reason.MISSING_VALUE, "lab result without a value or a coded value")
         elif value is not None and event_type != "LAB_RESULT":
             raise Rejected(Reason.UNEXPECTED_VALUE, f"a value on a {event_type.lower()} event, which carries no "
                            "measurement")
@@ -88,9 +89,11 @@ class ClinicalNormaliser:
         if event_type == "PROM_RESPONSE":
             if prom is None:
                 raise Rejected(Reason.MISSING_FIELD, "patient-reported outcome response without prom")
-            low, high = PROM_SCALES.get(prom["instrument"].upper(), (-math.inf, math.inf))
+            instrument, domain = prom_key(prom["instrument"], prom["domain"])
+            low, high = SCALES.get(instrument, (-math.inf, math.inf))
             if not (math.isfinite(prom["score"]) and low <= prom["score"] <= high):
                 raise Rejected(Reason.OUT_OF_RANGE, f"{prom['instrument']} score {prom['score']} outside {low}-{high}")
+            prom = {"instrument": instrument, "domain": domain, "score": prom["score"]}
         birth_year = event.get("birth_year")
         if birth_year is not None and not FIRST_BIRTH_YEAR <= birth_year <= self.max_birth_year:
             raise Rejected(Reason.OUT_OF_RANGE, f"birth year {birth_year} is implausible")
@@ -109,10 +112,11 @@ class ClinicalNormaliser:
             "ingest_time": ingest_us,
             "code_system": mapping.system,
             "code": mapping.code,
-            "concepts": list(mapping.concepts),
-            "mapped": mapping.mapped or mapping.code is None,
+            "concepts": concepts,
+            "mapped": (mapping.mapped or mapping.code is None) and mapped,
             "value": value,
             "unit": unit,
+            "coded_value": coded,
             "admission_type": event.get("admission_type"),
             "disposition": event.get("disposition"),
             "birth_year": birth_year,
@@ -121,6 +125,20 @@ class ClinicalNormaliser:
             "code_map_version": self.code_map.version,
         }
 
+    def _coded_value(self, event: dict[str, Any], event_type: str
+                     ) -> tuple[dict[str, str | None] | None, tuple[str, ...], bool]:
+        """(canonical coded value, its concepts, whether it maps) of a categorical result."""
+        raw = event.get("coded_value")
+        if raw is None:
+            return None, (), True
+        if event_type != "LAB_RESULT":
+            raise Rejected(Reason.UNEXPECTED_VALUE, f"a coded value on a {event_type.lower()} event: only lab "
+                           "results and assessments carry one")
+        mapping = self.code_map.map(raw.get("system"), raw.get("code"))
+        if mapping.code is None:
+            raise Rejected(Reason.INVALID_CODE, "coded value is not well-formed for its code system")
+        return {"system": mapping.system, "code": mapping.code}, mapping.concepts, mapping.mapped
+
     def _check_lengths(self, event: dict[str, Any]) -> None:
         """Ids and codes within their limits: a 200 KB id is an attack or a broken feed, not data."""
         for name in ("event_id", "site_id", "source_patient_id", "patient_id_issuer", "encounter_id"):
@@ -128,7 +146,9 @@ class ClinicalNormaliser:
             if text is not None and len(text) > self.max_id_length:
                 raise Rejected(Reason.FIELD_TOO_LONG, f"{name} of {len(text)} characters (limit {self.max_id_length})")
         prom = event.get("prom") or {}
+        coded = event.get("coded_value") or {}
         for name, text in (("code_system", event.get("code_system")), ("code", event.get("code")),
+                           ("coded value system", coded.get("system")), ("coded value", coded.get("code")),
                            ("unit", event.get("unit")), ("time_zone", event.get("time_zone")),
                            ("prom instrument", prom.get("instrument")), ("prom domain", prom.get("domain"))):
             if text is not None and len(text) > self.max_code_length:

@@ -11,8 +11,12 @@ agree. Definitions the shapes implement (also in ``rwe catalogue show``):
 - horizons are N x 24 h after the index instant, the boundary instant inside;
 - outcomes count strictly after the index instant, except readmissions, which count
   from the discharge instant on (a readmission on the day of discharge counts);
-- an outcome (death) dated before its index event excludes the observation
-  (``outcome_before_index``): the feed contradicts itself;
+- an index event dated after the patient's recorded death is not at risk: excluded
+  (``index_after_death``), whatever the shape (``index_after_death = "keep"`` evaluates it,
+  and a death shape then excludes it as ``outcome_before_index``);
+- no follow-up assessment in the window (no score after the baseline within the horizon,
+  no questionnaire response in the window) excludes (``lost_to_follow_up``);
+- an open stay is a pending (OPEN) length of stay until its final discharge;
 - ``first`` index rule: the patient's earliest qualifying event the engine holds;
 - patients are network-wide: a death or readmission at any site counts.
 """
@@ -31,6 +35,10 @@ from streams.outcomes.timeline import DAY_US, TRANSFER_GAP_US, Fact, Hospitalisa
 LAB_OPS: dict[str, Callable[[float, float], bool]] = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, ">": lambda a, b: a > b, ">=": lambda a, b: a >= b}
 UNPLANNED = frozenset({"EMERGENCY", "UNKNOWN", None})
+# Exclusion reasons these rules decide (a catalogue setting may name others: prior_outcome_exclusion).
+INDEX_AFTER_DEATH = "index_after_death"
+LOST_TO_FOLLOW_UP = "lost_to_follow_up"
+OPEN_STAY_RECHECK_US = 30 * DAY_US  # an open stay has no deadline: look at it again monthly, not every batch
 
 
 class Observation(NamedTuple):
@@ -69,7 +77,15 @@ def ascertain(ind: Indicator, tl: PatientTimeline, watermark: int, *, with_covar
     change nothing).
     """
     found = _SHAPES[ind.shape](ind, tl, watermark)
+    if ind.index_after_death == "exclude":
+        death = tl.death_time()
+        if death is not None:
+            found = [_after_death(obs) if obs.index_time > death else obs for obs in found]
     return [complete(obs, ind, tl) for obs in found] if with_covariates else found
+
+
+def _after_death(obs: Observation) -> Observation:
+    return obs._replace(status=EXCLUDED, closed_time=None, outcome=None, value=None, exclusion=INDEX_AFTER_DEATH)
 
 
 def complete(obs: Observation, ind: Indicator, tl: PatientTimeline) -> Observation:
@@ -86,6 +102,10 @@ def _fact_indexes(ind: Indicator, tl: PatientTimeline) -> list[IndexEvent]:
     sel = ind.index
     found = [IndexEvent(f.time, f.site, f.key) for f in tl.facts
              if f.kind == sel.event and (not sel.concepts or f.concepts & sel.concepts)]
+    if sel.confirmed_by and found:
+        within = int(sel.confirmed_within_days * DAY_US)
+        confirming = [f.time for f in tl.facts if f.concepts & sel.confirmed_by]
+        found = [idx for idx in found if any(abs(t - idx.time) <= within for t in confirming)]
     return found[:1] if ind.index_rule == "first" else found
 
 
@@ -196,39 +216,50 @@ def _readmission(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Ob
 
 
 def _length_of_stay(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Observation]:
+    """Every hospitalisation of the cohort: OPEN (indexed at its admission) while the patient is
+    in hospital or in transit to the next, then FINAL or EXCLUDED at the final discharge. The
+    observation is the first admission's, so the pending and the final record are one."""
     out = []
-    for h, idx, exclusion in _discharge_indexes(ind, tl, watermark):
-        common = (_obs_id(ind, idx.key), ind.id, idx.site, idx.time, idx.time)
-        if exclusion is not None or h.admitted is None:
-            out.append(Observation(*common, EXCLUDED, exclusion=exclusion or "no_admission"))
+    for h in tl.hospitalisations():
+        if not h.concepts & ind.index.stay_concepts or h.admitted is None:
+            continue
+        obs_id, last = _obs_id(ind, h.first.admission_key), h.last
+        if h.discharged is None or (last.disposition == "TRANSFER" and watermark < h.discharged + TRANSFER_GAP_US):
+            out.append(Observation(obs_id, ind.id, last.site, h.admitted, h.admitted, OPEN))
+            continue
+        site = (last.discharge_site or last.site) if ind.credit == "discharging_site" else h.first.site
+        common = (obs_id, ind.id, site, h.discharged, h.discharged)
+        exclusion = {"TRANSFER": "transferred_out", "DEATH": "in_hospital_death"}.get(last.disposition or "")
+        if exclusion is not None:
+            out.append(Observation(*common, EXCLUDED, exclusion=exclusion))
         else:
-            days = (idx.time - h.admitted) / DAY_US
-            out.append(Observation(*common, FINAL, closed_time=idx.time, value=round(days, 6)))
-    return out
+            days = (h.discharged - h.admitted) / DAY_US
+            out.append(Observation(*common, FINAL, closed_time=h.discharged, value=round(days, 6)))
+    return out[:1] if ind.index_rule == "first" else out
 
 
 def _outcome_times(ind: Indicator, tl: PatientTimeline) -> list[int]:
     """Event times at which the indicator's outcome selector is met."""
-    sel = ind.outcome
-    assert sel is not None
+    assert ind.outcome is not None
     times = []
-    if sel.stay_concepts:
-        times += [s.admitted for s in tl.stays() if s.concepts & sel.stay_concepts and s.admitted is not None
-                  and (sel.event in (None, "ADMISSION"))]
-    else:
-        for f in tl.facts:
-            if sel.event is not None and f.kind != sel.event:
-                continue
-            if sel.concepts and not (f.concepts & sel.concepts):
-                continue
-            if sel.admission_types and (f.attr or "UNKNOWN") not in sel.admission_types:
-                continue
-            if sel.dispositions and f.attr not in sel.dispositions:
-                continue
-            if sel.concepts or sel.event or sel.admission_types or sel.dispositions:
-                times.append(f.time)
-    if sel.labs_all:
-        times += _labs_all_times(tl, sel.labs_all, int(sel.labs_within_days * DAY_US))
+    for sel in ind.outcome.any_of():
+        if sel.stay_concepts:
+            times += [s.admitted for s in tl.stays() if s.concepts & sel.stay_concepts and s.admitted is not None
+                      and (sel.event in (None, "ADMISSION"))]
+        else:
+            for f in tl.facts:
+                if sel.event is not None and f.kind != sel.event:
+                    continue
+                if sel.concepts and not (f.concepts & sel.concepts):
+                    continue
+                if sel.admission_types and (f.attr or "UNKNOWN") not in sel.admission_types:
+                    continue
+                if sel.dispositions and f.attr not in sel.dispositions:
+                    continue
+                if sel.concepts or sel.event or sel.admission_types or sel.dispositions:
+                    times.append(f.time)
+        if sel.labs_all:
+            times += _labs_all_times(tl, sel.labs_all, int(sel.labs_within_days * DAY_US))
     return sorted(times)
 
 
@@ -249,8 +280,13 @@ def _labs_all_times(tl: PatientTimeline, criteria: tuple[tuple[str, str, float],
 
 def _event(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Observation]:
     outcome_times = _outcome_times(ind, tl)
+    # not at risk when the outcome was already met at or before the index (already in care)
+    prior_exclusion = ind.params.get("prior_outcome_exclusion")
     out = []
     for idx in _indexes(ind, tl):
+        if prior_exclusion is not None and outcome_times and outcome_times[0] <= idx.time:
+            out.append(_binary(ind, tl, idx, watermark, None, exclusion=prior_exclusion))
+            continue
         first = next((t for t in outcome_times if t > idx.time), None)
         out.append(_binary(ind, tl, idx, watermark, first))
     return out
@@ -288,7 +324,13 @@ def _score_drop(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Obs
             continue
         _dist, base_t, base_v = min(candidates)  # closest; a tie goes to the earlier
         declined = next((t for t, v in scores if t > base_t and v <= base_v - drop), None)
-        out.append(_binary(ind, tl, idx, watermark, declined, extra={"baseline_mmse": base_v}))
+        extra = {"baseline_mmse": base_v}
+        end = idx.time + ind.horizon_us
+        if (watermark >= end and ind.params.get("without_follow_up", "exclude") == "exclude"
+                and not any(base_t < t <= end for t, _v in scores)):
+            out.append(_binary(ind, tl, idx, watermark, None, extra, exclusion=LOST_TO_FOLLOW_UP))
+        else:
+            out.append(_binary(ind, tl, idx, watermark, declined, extra=extra))
     return out
 
 
@@ -310,7 +352,7 @@ def _value_at(ind: Indicator, tl: PatientTimeline, watermark: int) -> list[Obser
             continue
         in_window = [(abs(t - target), -t, v) for t, v in responses if target - window <= t <= end]
         if not in_window:
-            out.append(Observation(*common, EXCLUDED, exclusion="missing_response", extra=extra))
+            out.append(Observation(*common, EXCLUDED, exclusion=LOST_TO_FOLLOW_UP, extra=extra))
         else:
             _d, _neg_t, value = min(in_window)  # closest to the target; a tie goes to the later
             out.append(Observation(*common, FINAL, closed_time=end, value=value, extra=extra))
@@ -331,7 +373,9 @@ _SHAPES: dict[str, Callable[[Indicator, PatientTimeline, int], list[Observation]
 def next_deadline(obs: Observation, ind: Indicator, watermark: int) -> int:
     """The event time after which an OPEN observation must be looked at again: the first of
     its deadlines still ahead of ``watermark`` (a score drop's baseline window closes before
-    its horizon)."""
+    its horizon; an open stay's discharge is an event, not a deadline)."""
+    if ind.shape == "length_of_stay":
+        return watermark - (watermark - obs.index_time) % OPEN_STAY_RECHECK_US + OPEN_STAY_RECHECK_US
     if ind.shape == "score_drop":
         baseline_closes = obs.index_time + int(float(ind.params["baseline_after_days"]) * DAY_US)
         if watermark < baseline_closes < obs.horizon_end:

@@ -23,8 +23,7 @@ STATUSES: Final = (OPEN, FINAL, EXCLUDED)
 SUPERSEDED: Final = "superseded"  # the exclusion of a retracted observation
 # Exclusion reasons snapshots count one by one (excluded_by_reason); any other counts as OTHER_REASON.
 EXCLUSION_REASONS: Final = ("outcome_before_index", "index_after_death", "transferred_out", "in_hospital_death",
-                            "no_admission", "missing_baseline", "missing_response", "lost_to_follow_up",
-                            "already_in_long_term_care")
+                            "missing_baseline", "lost_to_follow_up", "already_in_long_term_care")
 OTHER_REASON: Final = "other"
 
 

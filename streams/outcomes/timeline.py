@@ -25,6 +25,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Any, NamedTuple
 
+from streams.clinical.proms import prom_key
 from streams.vocabulary.time import DAY_US
 
 TRANSFER_GAP_US = DAY_US  # an admission within 24 h of a transfer-out continues the hospitalisation
@@ -73,7 +74,12 @@ _YEARS: dict[int, int] = {}
 
 def fact_from_event(event: dict[str, Any], relevant: frozenset[str],
                     proms: frozenset[tuple[str, str]]) -> Fact | None:
-    """The fact a NormalisedEvent contributes, or None if no indicator can use it."""
+    """The fact a NormalisedEvent contributes, or None if no indicator can use it.
+
+    A ward transfer (HL7 ADT^A02) contributes none: it moves the patient inside a stay, which
+    neither ends nor starts a hospitalisation. A care-home admission is kept: it is the
+    institutionalisation outcome, and before a dementia index it means not at risk.
+    """
     kind = event["event_type"]
     concepts = frozenset(event["concepts"]) & relevant if event["concepts"] else NO_CONCEPTS
     attr: str | None = None
@@ -84,11 +90,12 @@ def fact_from_event(event: dict[str, Any], relevant: frozenset[str],
         attr = event["disposition"]
     elif kind == "PROM_RESPONSE":
         prom = event["prom"]
-        if prom is None or (prom["instrument"], prom["domain"]) not in proms:
+        key = None if prom is None else prom_key(prom["instrument"], prom["domain"])
+        if key is None or key not in proms:
             return None
-        attr = f"{prom['instrument']}|{prom['domain']}"
+        attr = f"{key[0]}|{key[1]}"
         value = prom["score"]
-    elif kind != "DEATH" and not concepts:
+    elif kind not in ("DEATH", "CARE_HOME_ADMISSION") and not concepts:
         return None
     if kind == "DIAGNOSIS" and not concepts:
         return None

@@ -11,6 +11,8 @@ import random
 from .journey import DAY, YEAR, Journey, time_to_event
 
 MMSE_VISITS = 6
+DIRECT_CARE_HOME_RATE = 0.5  # moves to a care home from home, not by a discharge to long-term care
+RESIDENT_RATE = 0.04  # already living in a care home when the dementia is diagnosed
 
 
 def demographics(rng: random.Random) -> tuple[str, float, float]:
@@ -42,8 +44,11 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
             break
         t += gap
         stays.append((t, "EMERGENCY"))
+    side = j.side_rng("care")
+    if side.random() < RESIDENT_RATE:
+        j.emit(site, t0 - int(side.uniform(30, 700) * DAY), "CARE_HOME_ADMISSION", rng=side)
     if care is not None:
-        stays.append((t0 + care, "ELECTIVE"))
+        stays.append((t0 + care, "CARE_HOME" if side.random() < DIRECT_CARE_HOME_RATE else "ELECTIVE"))
     stays.sort()
 
     institutionalised = None
@@ -51,6 +56,10 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
     died = False
     for admit, admission_type in stays:
         if admit < free_from or not j.alive(admit) or institutionalised is not None:
+            continue
+        if admission_type == "CARE_HOME":
+            j.emit(site, admit, "CARE_HOME_ADMISSION", rng=side)
+            institutionalised = admit
             continue
         to_care = admission_type == "ELECTIVE"
         _, end, died = j.stay(site, admit, int(rng.uniform(2, 14) * DAY), admission_type,

@@ -2,7 +2,9 @@
 
 Indicators fed: aml_early_death_30d, aml_complete_remission. At ICD-10-CM sites
 remission is recorded as C92.01; elsewhere by labs meeting ELN 2017 CR criteria
-(marrow blasts < 5 %, ANC >= 1.0, platelets >= 100 x10^9/L).
+(marrow blasts < 5 %, ANC >= 1.0, platelets >= 100 x10^9/L); about half the assessments
+are also sent as a coded ELN 2022 response (LOINC 88040-1, as the assessing clinician
+wrote it: CR, CRi, CR MRD-, ...).
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from .journey import DAY, HOUR, Journey, time_to_event
 
 CYTARABINE = "L01BC01"
 DAUNORUBICIN = "L01DB02"
+RESPONSE_ASSESSMENT = "88040-1"  # LOINC Response to cancer treatment
+CODED_RESPONSE_RATE = 0.5
+# ELN 2022 responses as feeds spell them: remissions, and the rest (blasts >= 5 %: not MLFS)
+REMISSIONS = ("CR", "CR", "CR", "CR MRD-", "CRi", "CRh")
+NO_REMISSIONS = ("PR", "PR", "SD", "PD")
+ELN_SYSTEMS = ("ELN2022", "ELN-2022", "ELN 2022")
 
 
 def demographics(rng: random.Random) -> tuple[str, float, float]:
@@ -63,6 +71,12 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
     lab(assessment, "marrow_blasts", blasts)
     lab(assessment + HOUR, "neutrophils", anc)
     lab(assessment + HOUR, "platelets", plt)
+    side = j.side_rng("eln")
+    if side.random() < CODED_RESPONSE_RATE and assessment + 2 * HOUR < end:
+        response = {"system": side.choice(ELN_SYSTEMS),
+                    "code": side.choice(REMISSIONS if remission else NO_REMISSIONS)}
+        j.emit(site, assessment + 2 * HOUR, "LAB_RESULT", system="LOINC", code=RESPONSE_ASSESSMENT,
+               coded_value=response, encounter=enc, rng=side)
     coded = assessment + int(rng.uniform(1, 3) * DAY)
     if remission and ctx.profiles[site].site.coding == "ICD10CM" and coded < end:
         j.diagnosis(site, coded, "aml_in_remission", enc)

@@ -26,7 +26,9 @@ YEAR = 365 * DAY
 RECORD_DELAY = {
     "ADMISSION": (1, 30), "DISCHARGE": (5, 120), "DIAGNOSIS": (5, 720), "PROCEDURE": (10, 360),
     "LAB_RESULT": (20, 240), "MEDICATION": (1, 60), "PROM_RESPONSE": (1, 90), "DEATH": (10, 720),
+    "WARD_TRANSFER": (1, 30), "CARE_HOME_ADMISSION": (60, 720),
 }
+WARD_TRANSFER_RATE = 0.35  # stays with at least one move between wards or units (HL7 ADT^A02)
 _NOTES = ("seen on ward round, stable", "family informed", "pt reports feeling better",
           "discussed at MDT", "follow-up arranged with GP", "{name} prefers morning appointments")
 
@@ -101,16 +103,23 @@ class Journey:
     def alive(self, t: int) -> bool:
         return self.death is None or t < self.death
 
+    def side_rng(self, tag: str) -> random.Random:
+        """Draws for events added to the journeys later (ward transfers, care homes, coded
+        responses): seeded from the patient, so the journey's own draws stay as they were."""
+        return random.Random(f"{tag}:{self.patient.source_id}:{self._seq}")
+
     # ------------------------------------------------------------------ emitting
     def emit(self, site_id: str, t: int, event_type: str, *, system: str | None = None,
              code: str | None = None, value: float | None = None, unit: str | None = None,
              encounter: str | None = None, admission_type: str | None = None,
-             disposition: str | None = None, prom: dict[str, Any] | None = None) -> None:
+             disposition: str | None = None, prom: dict[str, Any] | None = None,
+             coded_value: dict[str, str] | None = None, rng: random.Random | None = None) -> None:
+        """One record; ``rng`` (a :meth:`side_rng`) draws its ids and delays instead of the journey's."""
         self._seq += 1
         ctx = self.ctx
         if not ctx.start_us <= t < ctx.end_us:
             return
-        rng = self.rng
+        rng = rng or self.rng
         prof = ctx.profiles[site_id]
         bits = rng.getrandbits(128)
         lo, hi = RECORD_DELAY[event_type]
@@ -119,7 +128,7 @@ class Journey:
             event_id = f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
         else:
             event_id = f"MSG{bits >> 64:016X}"
-        if system is not None:
+        if system in SPELLINGS:
             system = (rng.choice(SPELLINGS[system]) if rng.random() < prof.alt_spelling_rate
                       else prof.spelling[system])
         p = self.patient
@@ -141,6 +150,7 @@ class Journey:
             "code": code,
             "value": value,
             "unit": unit,
+            "coded_value": coded_value,
             "admission_type": admission_type,
             "disposition": disposition,
             "birth_year": p.birth_year,
@@ -210,6 +220,11 @@ class Journey:
         if concept is not None:
             self.diagnosis(site_id, admit + int(self.rng.uniform(0.1, 0.9) * min(6 * HOUR, end - admit)),
                            concept, enc)
+        side = self.side_rng(f"ward:{enc}")
+        if side.random() < WARD_TRANSFER_RATE:
+            for _ in range(side.choice((1, 1, 1, 2))):
+                self.emit(site_id, admit + int((end - admit) * side.uniform(0.05, 0.9)), "WARD_TRANSFER",
+                          encounter=enc, rng=side)
         if died:
             self.die(site_id, end)
         self.emit(site_id, end, "DISCHARGE", encounter=enc,

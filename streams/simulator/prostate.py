@@ -71,10 +71,16 @@ def journey(j: Journey, site: str, t0: int, kind: str) -> None:
         j.die(site, j.death)
 
 
+#: How sites' questionnaire systems name the instrument and the domain (one spelling per site).
+EPIC_SPELLINGS = (("EPIC-26", "urinary_incontinence"), ("EPIC-26", "urinary_incontinence"),
+                  ("EPIC26", "Urinary Incontinence"), ("epic 26", "urinary incontinence"))
+
+
 def _epic(j: Journey, site: str, t: int, score: float, missing: float) -> None:
     """An EPIC-26 urinary incontinence domain response, unless the patient did not answer."""
     if j.rng.random() < missing:
         return
-    prom = {"instrument": "EPIC-26", "domain": "urinary_incontinence",
+    instrument, domain = random.Random(f"prom-spelling:{site}").choice(EPIC_SPELLINGS)
+    prom = {"instrument": instrument, "domain": domain,
             "score": round(min(100.0, max(0.0, score)), 1)}
     j.emit(site, t, "PROM_RESPONSE", prom=prom)

@@ -26,8 +26,8 @@ def publish(messages: Iterable[SimMessage], producer: Any, topic: str, *,
 
     ``speed``: simulated seconds per wall-clock second (event-time pacing); ``rate``:
     events per second; neither: as fast as possible. ``batch`` > 0 packs that many
-    consecutive decodable records into one Avro object container message (keyed by
-    their site when they share one, else unkeyed); undecodable bytes still go alone.
+    consecutive decodable records into Avro object container messages, one per site
+    (keyed by it); undecodable bytes still go alone.
     """
     if speed is not None and rate is not None:
         raise ValueError("pace by speed or by rate, not both")
@@ -100,17 +100,25 @@ def _packed(messages: Iterable[SimMessage], batch: int) -> Iterator[tuple[bytes 
         for m in messages:
             yield m.key, m.value, m.event_time_us, 1
         return
-    group: list[SimMessage] = []
+    # One site per container, keyed by it, as a hospital publishes its own feed: the
+    # engine deduplicates per raw partition, so a resend must land where the original did.
+    groups: dict[bytes | None, list[SimMessage]] = {}
+    held = 0
     for m in messages:
         if (m.kind == MALFORMED and m.reason == "undecodable") or _header_len(m.value) is None:
             yield m.key, m.value, m.event_time_us, 1
             continue
+        group = groups.setdefault(m.key, [])
         group.append(m)
+        held += 1
         if len(group) >= batch:
             yield _container(group)
-            group = []
-    if group:
-        yield _container(group)
+            del groups[m.key]
+            held -= len(group)
+        elif held >= batch * len(groups):  # a quiet site's records wait no longer than one round of the others
+            yield from (_container(g) for g in groups.values())
+            groups, held = {}, 0
+    yield from (_container(group) for group in groups.values())
 
 
 def _header_len(value: bytes) -> int | None:
@@ -130,6 +138,4 @@ def _container(group: list[SimMessage]) -> tuple[bytes | None, bytes, int, int]:
     header = _container_header()
     body = b"".join(m.value[_header_len(m.value) or 0:] for m in group)
     value = b"".join((header, zigzag(len(group)), zigzag(len(body)), body, header[-16:]))
-    keys = {m.key for m in group}
-    key = keys.pop() if len(keys) == 1 else None
-    return key, value, group[-1].event_time_us, len(group)
+    return group[0].key, value, group[-1].event_time_us, len(group)

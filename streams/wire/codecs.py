@@ -21,19 +21,21 @@ _c1_e0: Final[dict[Any, bytes]] = {}
 _c2_e0: Final[dict[Any, bytes]] = {}
 _c3_e0: Final[dict[Any, bytes]] = {}
 _c4_e0: Final[dict[Any, bytes]] = {}
-_c5_e0: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10'}
+_c5_e0: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10', 'WARD_TRANSFER': b'\x12', 'CARE_HOME_ADMISSION': b'\x14'}
 _c6_e0: Final[dict[Any, bytes]] = {}
 _c7_e0: Final[dict[Any, bytes]] = {}
 _c8_e0: Final[dict[Any, bytes]] = {}
 _c9_e0: Final[dict[Any, bytes]] = {}
-_c10_e0: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
-_c11_e0: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
-_c12_e0: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
-_c13_e0: Final[dict[Any, bytes]] = {}
-_c14_e0: Final[dict[Any, bytes]] = {}
+_c10_e0: Final[dict[Any, bytes]] = {}
+_c11_e0: Final[dict[Any, bytes]] = {}
+_c12_e0: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
+_c13_e0: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
+_c14_e0: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
 _c15_e0: Final[dict[Any, bytes]] = {}
 _c16_e0: Final[dict[Any, bytes]] = {}
 _c17_e0: Final[dict[Any, bytes]] = {}
+_c18_e0: Final[dict[Any, bytes]] = {}
+_c19_e0: Final[dict[Any, bytes]] = {}
 
 
 def encode_0(rec: Any) -> bytes:
@@ -58,37 +60,44 @@ def encode_0(rec: Any) -> bytes:
     v19: Any
     v20: Any
     v21: Any
-    b22: bytes
-    x23: bytes | None
-    b24: bytes
-    x25: bytes | None
-    b26: bytes
-    x27: bytes | None
-    b28: bytes
-    x29: bytes | None
-    b30: bytes
-    x31: bytes | None
-    b32: bytes
-    x33: bytes | None
-    b34: bytes
-    x35: bytes | None
-    b36: bytes
-    x37: bytes | None
-    b38: bytes
-    x39: bytes | None
-    v40: Any
+    v22: Any
+    b23: bytes
+    x24: bytes | None
+    b25: bytes
+    x26: bytes | None
+    b27: bytes
+    x28: bytes | None
+    b29: bytes
+    x30: bytes | None
+    b31: bytes
+    x32: bytes | None
+    b33: bytes
+    x34: bytes | None
+    b35: bytes
+    x36: bytes | None
+    b37: bytes
+    x38: bytes | None
+    b39: bytes
+    x40: bytes | None
     v41: Any
     v42: Any
     b43: bytes
     x44: bytes | None
     b45: bytes
     x46: bytes | None
-    b47: bytes
-    x48: bytes | None
-    b49: bytes
-    x50: bytes | None
-    b51: bytes
-    x52: bytes | None
+    v47: Any
+    v48: Any
+    v49: Any
+    b50: bytes
+    x51: bytes | None
+    b52: bytes
+    x53: bytes | None
+    b54: bytes
+    x55: bytes | None
+    b56: bytes
+    x57: bytes | None
+    b58: bytes
+    x59: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('event_id')
@@ -104,59 +113,60 @@ def encode_0(rec: Any) -> bytes:
         v11 = rec.get('code')
         v12 = rec.get('value')
         v13 = rec.get('unit')
-        v14 = rec.get('admission_type')
-        v15 = rec.get('disposition')
-        v16 = rec.get('birth_year')
-        v17 = rec.get('sex')
-        v18 = rec.get('prom')
-        v19 = rec.get('patient_name')
-        v20 = rec.get('address')
-        v21 = rec.get('note')
+        v14 = rec.get('coded_value')
+        v15 = rec.get('admission_type')
+        v16 = rec.get('disposition')
+        v17 = rec.get('birth_year')
+        v18 = rec.get('sex')
+        v19 = rec.get('prom')
+        v20 = rec.get('patient_name')
+        v21 = rec.get('address')
+        v22 = rec.get('note')
     else:
-        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21 = rec
-    x23 = _c0_e0.get(v1)
-    if x23 is None:
-        b22 = v1.encode()
-        x23 = (_small[len(b22)] if len(b22) < 8192 else _zz(len(b22))) + b22
+        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = rec
+    x24 = _c0_e0.get(v1)
+    if x24 is None:
+        b23 = v1.encode()
+        x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
         if len(_c0_e0) < 256:
-            _c0_e0[v1] = x23
-    out.append(x23)
-    x25 = _c1_e0.get(v2)
-    if x25 is None:
-        b24 = v2.encode()
-        x25 = (_small[len(b24)] if len(b24) < 8192 else _zz(len(b24))) + b24
+            _c0_e0[v1] = x24
+    out.append(x24)
+    x26 = _c1_e0.get(v2)
+    if x26 is None:
+        b25 = v2.encode()
+        x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
         if len(_c1_e0) < 256:
-            _c1_e0[v2] = x25
-    out.append(x25)
-    x27 = _c2_e0.get(v3)
-    if x27 is None:
-        b26 = v3.encode()
-        x27 = (_small[len(b26)] if len(b26) < 8192 else _zz(len(b26))) + b26
+            _c1_e0[v2] = x26
+    out.append(x26)
+    x28 = _c2_e0.get(v3)
+    if x28 is None:
+        b27 = v3.encode()
+        x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
         if len(_c2_e0) < 256:
-            _c2_e0[v3] = x27
-    out.append(x27)
+            _c2_e0[v3] = x28
+    out.append(x28)
     if v4 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x29 = _c3_e0.get(v4)
-        if x29 is None:
-            b28 = v4.encode()
-            x29 = (_small[len(b28)] if len(b28) < 8192 else _zz(len(b28))) + b28
+        x30 = _c3_e0.get(v4)
+        if x30 is None:
+            b29 = v4.encode()
+            x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
             if len(_c3_e0) < 256:
-                _c3_e0[v4] = x29
-        out.append(x29)
+                _c3_e0[v4] = x30
+        out.append(x30)
     if v5 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x31 = _c4_e0.get(v5)
-        if x31 is None:
-            b30 = v5.encode()
-            x31 = (_small[len(b30)] if len(b30) < 8192 else _zz(len(b30))) + b30
+        x32 = _c4_e0.get(v5)
+        if x32 is None:
+            b31 = v5.encode()
+            x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
             if len(_c4_e0) < 256:
-                _c4_e0[v5] = x31
-        out.append(x31)
+                _c4_e0[v5] = x32
+        out.append(x32)
     out.append(_c5_e0[v6])
     out.append(_small[v7] if 0 <= v7 < 8192 else _zz(v7))
     out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
@@ -164,35 +174,35 @@ def encode_0(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x33 = _c6_e0.get(v9)
-        if x33 is None:
-            b32 = v9.encode()
-            x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
+        x34 = _c6_e0.get(v9)
+        if x34 is None:
+            b33 = v9.encode()
+            x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
             if len(_c6_e0) < 256:
-                _c6_e0[v9] = x33
-        out.append(x33)
+                _c6_e0[v9] = x34
+        out.append(x34)
     if v10 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x35 = _c7_e0.get(v10)
-        if x35 is None:
-            b34 = v10.encode()
-            x35 = (_small[len(b34)] if len(b34) < 8192 else _zz(len(b34))) + b34
+        x36 = _c7_e0.get(v10)
+        if x36 is None:
+            b35 = v10.encode()
+            x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
             if len(_c7_e0) < 256:
-                _c7_e0[v10] = x35
-        out.append(x35)
+                _c7_e0[v10] = x36
+        out.append(x36)
     if v11 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x37 = _c8_e0.get(v11)
-        if x37 is None:
-            b36 = v11.encode()
-            x37 = (_small[len(b36)] if len(b36) < 8192 else _zz(len(b36))) + b36
+        x38 = _c8_e0.get(v11)
+        if x38 is None:
+            b37 = v11.encode()
+            x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
             if len(_c8_e0) < 256:
-                _c8_e0[v11] = x37
-        out.append(x37)
+                _c8_e0[v11] = x38
+        out.append(x38)
     if v12 is None:
         out.append(b'\x00')
     else:
@@ -202,95 +212,122 @@ def encode_0(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x39 = _c9_e0.get(v13)
-        if x39 is None:
-            b38 = v13.encode()
-            x39 = (_small[len(b38)] if len(b38) < 8192 else _zz(len(b38))) + b38
+        x40 = _c9_e0.get(v13)
+        if x40 is None:
+            b39 = v13.encode()
+            x40 = (_small[len(b39)] if len(b39) < 8192 else _zz(len(b39))) + b39
             if len(_c9_e0) < 256:
-                _c9_e0[v13] = x39
-        out.append(x39)
+                _c9_e0[v13] = x40
+        out.append(x40)
     if v14 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c10_e0[v14])
+        if isinstance(v14, dict):
+            v41 = v14.get('system')
+            v42 = v14.get('code')
+        else:
+            v41, v42 = v14
+        if v41 is None:
+            out.append(b'\x00')
+        else:
+            out.append(b'\x02')
+            x44 = _c10_e0.get(v41)
+            if x44 is None:
+                b43 = v41.encode()
+                x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
+                if len(_c10_e0) < 256:
+                    _c10_e0[v41] = x44
+            out.append(x44)
+        x46 = _c11_e0.get(v42)
+        if x46 is None:
+            b45 = v42.encode()
+            x46 = (_small[len(b45)] if len(b45) < 8192 else _zz(len(b45))) + b45
+            if len(_c11_e0) < 256:
+                _c11_e0[v42] = x46
+        out.append(x46)
     if v15 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c11_e0[v15])
+        out.append(_c12_e0[v15])
     if v16 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_small[v16] if 0 <= v16 < 8192 else _zz(v16))
+        out.append(_c13_e0[v16])
     if v17 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c12_e0[v17])
+        out.append(_small[v17] if 0 <= v17 < 8192 else _zz(v17))
     if v18 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        if isinstance(v18, dict):
-            v40 = v18.get('instrument')
-            v41 = v18.get('domain')
-            v42 = v18.get('score')
-        else:
-            v40, v41, v42 = v18
-        x44 = _c13_e0.get(v40)
-        if x44 is None:
-            b43 = v40.encode()
-            x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
-            if len(_c13_e0) < 256:
-                _c13_e0[v40] = x44
-        out.append(x44)
-        x46 = _c14_e0.get(v41)
-        if x46 is None:
-            b45 = v41.encode()
-            x46 = (_small[len(b45)] if len(b45) < 8192 else _zz(len(b45))) + b45
-            if len(_c14_e0) < 256:
-                _c14_e0[v41] = x46
-        out.append(x46)
-        out.append(_pack_double(v42))
+        out.append(_c14_e0[v18])
     if v19 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x48 = _c15_e0.get(v19)
-        if x48 is None:
-            b47 = v19.encode()
-            x48 = (_small[len(b47)] if len(b47) < 8192 else _zz(len(b47))) + b47
+        if isinstance(v19, dict):
+            v47 = v19.get('instrument')
+            v48 = v19.get('domain')
+            v49 = v19.get('score')
+        else:
+            v47, v48, v49 = v19
+        x51 = _c15_e0.get(v47)
+        if x51 is None:
+            b50 = v47.encode()
+            x51 = (_small[len(b50)] if len(b50) < 8192 else _zz(len(b50))) + b50
             if len(_c15_e0) < 256:
-                _c15_e0[v19] = x48
-        out.append(x48)
+                _c15_e0[v47] = x51
+        out.append(x51)
+        x53 = _c16_e0.get(v48)
+        if x53 is None:
+            b52 = v48.encode()
+            x53 = (_small[len(b52)] if len(b52) < 8192 else _zz(len(b52))) + b52
+            if len(_c16_e0) < 256:
+                _c16_e0[v48] = x53
+        out.append(x53)
+        out.append(_pack_double(v49))
     if v20 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x50 = _c16_e0.get(v20)
-        if x50 is None:
-            b49 = v20.encode()
-            x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
-            if len(_c16_e0) < 256:
-                _c16_e0[v20] = x50
-        out.append(x50)
+        x55 = _c17_e0.get(v20)
+        if x55 is None:
+            b54 = v20.encode()
+            x55 = (_small[len(b54)] if len(b54) < 8192 else _zz(len(b54))) + b54
+            if len(_c17_e0) < 256:
+                _c17_e0[v20] = x55
+        out.append(x55)
     if v21 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x52 = _c17_e0.get(v21)
-        if x52 is None:
-            b51 = v21.encode()
-            x52 = (_small[len(b51)] if len(b51) < 8192 else _zz(len(b51))) + b51
-            if len(_c17_e0) < 256:
-                _c17_e0[v21] = x52
-        out.append(x52)
+        x57 = _c18_e0.get(v21)
+        if x57 is None:
+            b56 = v21.encode()
+            x57 = (_small[len(b56)] if len(b56) < 8192 else _zz(len(b56))) + b56
+            if len(_c18_e0) < 256:
+                _c18_e0[v21] = x57
+        out.append(x57)
+    if v22 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        x59 = _c19_e0.get(v22)
+        if x59 is None:
+            b58 = v22.encode()
+            x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
+            if len(_c19_e0) < 256:
+                _c19_e0[v22] = x59
+        out.append(x59)
     return b''.join(out)
 
 
-_c0_d0: Final[tuple[str, ...]] = ('ADMISSION', 'DISCHARGE', 'DIAGNOSIS', 'PROCEDURE', 'LAB_RESULT', 'MEDICATION', 'PROM_RESPONSE', 'DEATH', 'UNKNOWN')
+_c0_d0: Final[tuple[str, ...]] = ('ADMISSION', 'DISCHARGE', 'DIAGNOSIS', 'PROCEDURE', 'LAB_RESULT', 'MEDICATION', 'PROM_RESPONSE', 'DEATH', 'UNKNOWN', 'WARD_TRANSFER', 'CARE_HOME_ADMISSION')
 _c1_d0: Final[tuple[str, ...]] = ('EMERGENCY', 'ELECTIVE', 'UNKNOWN')
 _c2_d0: Final[tuple[str, ...]] = ('HOME', 'TRANSFER', 'DEATH', 'LONG_TERM_CARE', 'OTHER', 'UNKNOWN')
 _c3_d0: Final[tuple[str, ...]] = ('FEMALE', 'MALE', 'OTHER', 'UNKNOWN')
@@ -329,31 +366,38 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     s30: int
     f31: Any
     u32: int
-    e33: int
-    f34: Any
-    u35: int
-    e36: int
-    f37: Any
-    u38: int
-    f39: Any
-    u40: int
-    e41: int
-    f42: Any
-    u43: int
+    f33: Any
+    u34: int
+    s35: int
+    f36: Any
+    s37: int
+    f38: Any
+    u39: int
+    e40: int
+    f41: Any
+    u42: int
+    e43: int
     f44: Any
-    s45: int
+    u45: int
     f46: Any
-    s47: int
-    f48: Any
+    u47: int
+    e48: int
     f49: Any
     u50: int
-    s51: int
-    f52: Any
-    u53: int
+    f51: Any
+    s52: int
+    f53: Any
     s54: int
     f55: Any
-    u56: int
-    s57: int
+    f56: Any
+    u57: int
+    s58: int
+    f59: Any
+    u60: int
+    s61: int
+    f62: Any
+    u63: int
+    s64: int
     end = len(d)
     b = d[p]
     if b < 0x80:
@@ -556,106 +600,115 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     elif u32 == 1:
         b = d[p]
         if b < 0x80:
-            e33 = (b >> 1) ^ -(b & 1)
+            u34 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            e33, p = _read_long(d, p)
-        if e33 < 0:
-            raise ValueError('negative enum index')
-        f31 = _c1_d0[e33]
+            u34, p = _read_long(d, p)
+        if u34 == 0:
+            f33 = None
+        elif u34 == 1:
+            b = d[p]
+            if b < 0x80:
+                s35 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s35, p = _read_long(d, p)
+            if s35 < 0 or p + s35 > end:
+                raise ValueError('string run past the end of the data')
+            f33 = d[p:p + s35].decode()
+            p += s35
+        else:
+            raise ValueError('union branch ' + str(u34) + ' out of range')
+        b = d[p]
+        if b < 0x80:
+            s37 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s37, p = _read_long(d, p)
+        if s37 < 0 or p + s37 > end:
+            raise ValueError('string run past the end of the data')
+        f36 = d[p:p + s37].decode()
+        p += s37
+        f31 = {'system': f33, 'code': f36}
     else:
         raise ValueError('union branch ' + str(u32) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u35 = (b >> 1) ^ -(b & 1)
+        u39 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u35, p = _read_long(d, p)
-    if u35 == 0:
-        f34 = None
-    elif u35 == 1:
+        u39, p = _read_long(d, p)
+    if u39 == 0:
+        f38 = None
+    elif u39 == 1:
         b = d[p]
         if b < 0x80:
-            e36 = (b >> 1) ^ -(b & 1)
+            e40 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            e36, p = _read_long(d, p)
-        if e36 < 0:
+            e40, p = _read_long(d, p)
+        if e40 < 0:
             raise ValueError('negative enum index')
-        f34 = _c2_d0[e36]
+        f38 = _c1_d0[e40]
     else:
-        raise ValueError('union branch ' + str(u35) + ' out of range')
+        raise ValueError('union branch ' + str(u39) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u38 = (b >> 1) ^ -(b & 1)
+        u42 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u38, p = _read_long(d, p)
-    if u38 == 0:
-        f37 = None
-    elif u38 == 1:
+        u42, p = _read_long(d, p)
+    if u42 == 0:
+        f41 = None
+    elif u42 == 1:
         b = d[p]
         if b < 0x80:
-            f37 = (b >> 1) ^ -(b & 1)
+            e43 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            f37, p = _read_long(d, p)
-    else:
-        raise ValueError('union branch ' + str(u38) + ' out of range')
-    b = d[p]
-    if b < 0x80:
-        u40 = (b >> 1) ^ -(b & 1)
-        p += 1
-    else:
-        u40, p = _read_long(d, p)
-    if u40 == 0:
-        f39 = None
-    elif u40 == 1:
-        b = d[p]
-        if b < 0x80:
-            e41 = (b >> 1) ^ -(b & 1)
-            p += 1
-        else:
-            e41, p = _read_long(d, p)
-        if e41 < 0:
+            e43, p = _read_long(d, p)
+        if e43 < 0:
             raise ValueError('negative enum index')
-        f39 = _c3_d0[e41]
+        f41 = _c2_d0[e43]
     else:
-        raise ValueError('union branch ' + str(u40) + ' out of range')
+        raise ValueError('union branch ' + str(u42) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u43 = (b >> 1) ^ -(b & 1)
+        u45 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u43, p = _read_long(d, p)
-    if u43 == 0:
-        f42 = None
-    elif u43 == 1:
+        u45, p = _read_long(d, p)
+    if u45 == 0:
+        f44 = None
+    elif u45 == 1:
         b = d[p]
         if b < 0x80:
-            s45 = (b >> 1) ^ -(b & 1)
+            f44 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s45, p = _read_long(d, p)
-        if s45 < 0 or p + s45 > end:
-            raise ValueError('string run past the end of the data')
-        f44 = d[p:p + s45].decode()
-        p += s45
-        b = d[p]
-        if b < 0x80:
-            s47 = (b >> 1) ^ -(b & 1)
-            p += 1
-        else:
-            s47, p = _read_long(d, p)
-        if s47 < 0 or p + s47 > end:
-            raise ValueError('string run past the end of the data')
-        f46 = d[p:p + s47].decode()
-        p += s47
-        f48 = _unpack_double(d, p)[0]
-        p += 8
-        f42 = {'instrument': f44, 'domain': f46, 'score': f48}
+            f44, p = _read_long(d, p)
     else:
-        raise ValueError('union branch ' + str(u43) + ' out of range')
+        raise ValueError('union branch ' + str(u45) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u47 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u47, p = _read_long(d, p)
+    if u47 == 0:
+        f46 = None
+    elif u47 == 1:
+        b = d[p]
+        if b < 0x80:
+            e48 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            e48, p = _read_long(d, p)
+        if e48 < 0:
+            raise ValueError('negative enum index')
+        f46 = _c3_d0[e48]
+    else:
+        raise ValueError('union branch ' + str(u47) + ' out of range')
     b = d[p]
     if b < 0x80:
         u50 = (b >> 1) ^ -(b & 1)
@@ -667,25 +720,14 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     elif u50 == 1:
         b = d[p]
         if b < 0x80:
-            s51 = (b >> 1) ^ -(b & 1)
+            s52 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s51, p = _read_long(d, p)
-        if s51 < 0 or p + s51 > end:
+            s52, p = _read_long(d, p)
+        if s52 < 0 or p + s52 > end:
             raise ValueError('string run past the end of the data')
-        f49 = d[p:p + s51].decode()
-        p += s51
-    else:
-        raise ValueError('union branch ' + str(u50) + ' out of range')
-    b = d[p]
-    if b < 0x80:
-        u53 = (b >> 1) ^ -(b & 1)
-        p += 1
-    else:
-        u53, p = _read_long(d, p)
-    if u53 == 0:
-        f52 = None
-    elif u53 == 1:
+        f51 = d[p:p + s52].decode()
+        p += s52
         b = d[p]
         if b < 0x80:
             s54 = (b >> 1) ^ -(b & 1)
@@ -694,32 +736,77 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
             s54, p = _read_long(d, p)
         if s54 < 0 or p + s54 > end:
             raise ValueError('string run past the end of the data')
-        f52 = d[p:p + s54].decode()
+        f53 = d[p:p + s54].decode()
         p += s54
+        f55 = _unpack_double(d, p)[0]
+        p += 8
+        f49 = {'instrument': f51, 'domain': f53, 'score': f55}
     else:
-        raise ValueError('union branch ' + str(u53) + ' out of range')
+        raise ValueError('union branch ' + str(u50) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u56 = (b >> 1) ^ -(b & 1)
+        u57 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u56, p = _read_long(d, p)
-    if u56 == 0:
-        f55 = None
-    elif u56 == 1:
+        u57, p = _read_long(d, p)
+    if u57 == 0:
+        f56 = None
+    elif u57 == 1:
         b = d[p]
         if b < 0x80:
-            s57 = (b >> 1) ^ -(b & 1)
+            s58 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s57, p = _read_long(d, p)
-        if s57 < 0 or p + s57 > end:
+            s58, p = _read_long(d, p)
+        if s58 < 0 or p + s58 > end:
             raise ValueError('string run past the end of the data')
-        f55 = d[p:p + s57].decode()
-        p += s57
+        f56 = d[p:p + s58].decode()
+        p += s58
     else:
-        raise ValueError('union branch ' + str(u56) + ' out of range')
-    rec = {'event_id': f1, 'site_id': f3, 'source_patient_id': f5, 'patient_id_issuer': f7, 'encounter_id': f10, 'event_type': f13, 'event_time': f15, 'recorded_time': f16, 'time_zone': f17, 'code_system': f20, 'code': f23, 'value': f26, 'unit': f28, 'admission_type': f31, 'disposition': f34, 'birth_year': f37, 'sex': f39, 'prom': f42, 'patient_name': f49, 'address': f52, 'note': f55}
+        raise ValueError('union branch ' + str(u57) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u60 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u60, p = _read_long(d, p)
+    if u60 == 0:
+        f59 = None
+    elif u60 == 1:
+        b = d[p]
+        if b < 0x80:
+            s61 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s61, p = _read_long(d, p)
+        if s61 < 0 or p + s61 > end:
+            raise ValueError('string run past the end of the data')
+        f59 = d[p:p + s61].decode()
+        p += s61
+    else:
+        raise ValueError('union branch ' + str(u60) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u63 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u63, p = _read_long(d, p)
+    if u63 == 0:
+        f62 = None
+    elif u63 == 1:
+        b = d[p]
+        if b < 0x80:
+            s64 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s64, p = _read_long(d, p)
+        if s64 < 0 or p + s64 > end:
+            raise ValueError('string run past the end of the data')
+        f62 = d[p:p + s64].decode()
+        p += s64
+    else:
+        raise ValueError('union branch ' + str(u63) + ' out of range')
+    rec = {'event_id': f1, 'site_id': f3, 'source_patient_id': f5, 'patient_id_issuer': f7, 'encounter_id': f10, 'event_type': f13, 'event_time': f15, 'recorded_time': f16, 'time_zone': f17, 'code_system': f20, 'code': f23, 'value': f26, 'unit': f28, 'coded_value': f31, 'admission_type': f38, 'disposition': f41, 'birth_year': f44, 'sex': f46, 'prom': f49, 'patient_name': f56, 'address': f59, 'note': f62}
     return rec, p
 
 
@@ -731,17 +818,19 @@ _c4_e1: Final[dict[Any, bytes]] = {}
 _c5_e1: Final[dict[Any, bytes]] = {}
 _c6_e1: Final[dict[Any, bytes]] = {}
 _c7_e1: Final[dict[Any, bytes]] = {}
-_c8_e1: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10'}
+_c8_e1: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10', 'WARD_TRANSFER': b'\x12', 'CARE_HOME_ADMISSION': b'\x14'}
 _c9_e1: Final[dict[Any, bytes]] = {}
 _c10_e1: Final[dict[Any, bytes]] = {}
 _c11_e1: Final[dict[Any, bytes]] = {}
 _c12_e1: Final[dict[Any, bytes]] = {}
-_c13_e1: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
-_c14_e1: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
-_c15_e1: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
-_c16_e1: Final[dict[Any, bytes]] = {}
-_c17_e1: Final[dict[Any, bytes]] = {}
+_c13_e1: Final[dict[Any, bytes]] = {}
+_c14_e1: Final[dict[Any, bytes]] = {}
+_c15_e1: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
+_c16_e1: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
+_c17_e1: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
 _c18_e1: Final[dict[Any, bytes]] = {}
+_c19_e1: Final[dict[Any, bytes]] = {}
+_c20_e1: Final[dict[Any, bytes]] = {}
 
 
 def encode_1(rec: Any) -> bytes:
@@ -767,36 +856,43 @@ def encode_1(rec: Any) -> bytes:
     v20: Any
     v21: Any
     v22: Any
-    b23: bytes
-    x24: bytes | None
-    b25: bytes
-    x26: bytes | None
-    b27: bytes
-    x28: bytes | None
-    b29: bytes
-    x30: bytes | None
-    b31: bytes
-    x32: bytes | None
-    b33: bytes
-    x34: bytes | None
-    b35: bytes
-    x36: bytes | None
-    b37: bytes
-    x38: bytes | None
-    i39: Any
-    b40: bytes
-    x41: bytes | None
-    b42: bytes
-    x43: bytes | None
-    v44: Any
+    v23: Any
+    b24: bytes
+    x25: bytes | None
+    b26: bytes
+    x27: bytes | None
+    b28: bytes
+    x29: bytes | None
+    b30: bytes
+    x31: bytes | None
+    b32: bytes
+    x33: bytes | None
+    b34: bytes
+    x35: bytes | None
+    b36: bytes
+    x37: bytes | None
+    b38: bytes
+    x39: bytes | None
+    i40: Any
+    b41: bytes
+    x42: bytes | None
+    b43: bytes
+    x44: bytes | None
     v45: Any
     v46: Any
     b47: bytes
     x48: bytes | None
     b49: bytes
     x50: bytes | None
-    b51: bytes
-    x52: bytes | None
+    v51: Any
+    v52: Any
+    v53: Any
+    b54: bytes
+    x55: bytes | None
+    b56: bytes
+    x57: bytes | None
+    b58: bytes
+    x59: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('event_id')
@@ -815,60 +911,61 @@ def encode_1(rec: Any) -> bytes:
         v14 = rec.get('mapped', _c1_e1)
         v15 = rec.get('value')
         v16 = rec.get('unit')
-        v17 = rec.get('admission_type')
-        v18 = rec.get('disposition')
-        v19 = rec.get('birth_year')
-        v20 = rec.get('sex')
-        v21 = rec.get('prom')
-        v22 = rec.get('code_map_version')
+        v17 = rec.get('coded_value')
+        v18 = rec.get('admission_type')
+        v19 = rec.get('disposition')
+        v20 = rec.get('birth_year')
+        v21 = rec.get('sex')
+        v22 = rec.get('prom')
+        v23 = rec.get('code_map_version')
     else:
-        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = rec
-    x24 = _c2_e1.get(v1)
-    if x24 is None:
-        b23 = v1.encode()
-        x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
+        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22, v23 = rec
+    x25 = _c2_e1.get(v1)
+    if x25 is None:
+        b24 = v1.encode()
+        x25 = (_small[len(b24)] if len(b24) < 8192 else _zz(len(b24))) + b24
         if len(_c2_e1) < 256:
-            _c2_e1[v1] = x24
-    out.append(x24)
-    x26 = _c3_e1.get(v2)
-    if x26 is None:
-        b25 = v2.encode()
-        x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
+            _c2_e1[v1] = x25
+    out.append(x25)
+    x27 = _c3_e1.get(v2)
+    if x27 is None:
+        b26 = v2.encode()
+        x27 = (_small[len(b26)] if len(b26) < 8192 else _zz(len(b26))) + b26
         if len(_c3_e1) < 256:
-            _c3_e1[v2] = x26
-    out.append(x26)
-    x28 = _c4_e1.get(v3)
-    if x28 is None:
-        b27 = v3.encode()
-        x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
+            _c3_e1[v2] = x27
+    out.append(x27)
+    x29 = _c4_e1.get(v3)
+    if x29 is None:
+        b28 = v3.encode()
+        x29 = (_small[len(b28)] if len(b28) < 8192 else _zz(len(b28))) + b28
         if len(_c4_e1) < 256:
-            _c4_e1[v3] = x28
-    out.append(x28)
-    x30 = _c5_e1.get(v4)
-    if x30 is None:
-        b29 = v4.encode()
-        x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
+            _c4_e1[v3] = x29
+    out.append(x29)
+    x31 = _c5_e1.get(v4)
+    if x31 is None:
+        b30 = v4.encode()
+        x31 = (_small[len(b30)] if len(b30) < 8192 else _zz(len(b30))) + b30
         if len(_c5_e1) < 256:
-            _c5_e1[v4] = x30
-    out.append(x30)
-    x32 = _c6_e1.get(v5)
-    if x32 is None:
-        b31 = v5.encode()
-        x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
+            _c5_e1[v4] = x31
+    out.append(x31)
+    x33 = _c6_e1.get(v5)
+    if x33 is None:
+        b32 = v5.encode()
+        x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
         if len(_c6_e1) < 256:
-            _c6_e1[v5] = x32
-    out.append(x32)
+            _c6_e1[v5] = x33
+    out.append(x33)
     if v6 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x34 = _c7_e1.get(v6)
-        if x34 is None:
-            b33 = v6.encode()
-            x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
+        x35 = _c7_e1.get(v6)
+        if x35 is None:
+            b34 = v6.encode()
+            x35 = (_small[len(b34)] if len(b34) < 8192 else _zz(len(b34))) + b34
             if len(_c7_e1) < 256:
-                _c7_e1[v6] = x34
-        out.append(x34)
+                _c7_e1[v6] = x35
+        out.append(x35)
     out.append(_c8_e1[v7])
     out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
     out.append(_small[v9] if 0 <= v9 < 8192 else _zz(v9))
@@ -877,34 +974,34 @@ def encode_1(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x36 = _c9_e1.get(v11)
-        if x36 is None:
-            b35 = v11.encode()
-            x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
+        x37 = _c9_e1.get(v11)
+        if x37 is None:
+            b36 = v11.encode()
+            x37 = (_small[len(b36)] if len(b36) < 8192 else _zz(len(b36))) + b36
             if len(_c9_e1) < 256:
-                _c9_e1[v11] = x36
-        out.append(x36)
+                _c9_e1[v11] = x37
+        out.append(x37)
     if v12 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x38 = _c10_e1.get(v12)
-        if x38 is None:
-            b37 = v12.encode()
-            x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
+        x39 = _c10_e1.get(v12)
+        if x39 is None:
+            b38 = v12.encode()
+            x39 = (_small[len(b38)] if len(b38) < 8192 else _zz(len(b38))) + b38
             if len(_c10_e1) < 256:
-                _c10_e1[v12] = x38
-        out.append(x38)
+                _c10_e1[v12] = x39
+        out.append(x39)
     if v13:
         out.append(_zz(len(v13)))
-        for i39 in v13:
-            x41 = _c11_e1.get(i39)
-            if x41 is None:
-                b40 = i39.encode()
-                x41 = (_small[len(b40)] if len(b40) < 8192 else _zz(len(b40))) + b40
+        for i40 in v13:
+            x42 = _c11_e1.get(i40)
+            if x42 is None:
+                b41 = i40.encode()
+                x42 = (_small[len(b41)] if len(b41) < 8192 else _zz(len(b41))) + b41
                 if len(_c11_e1) < 256:
-                    _c11_e1[i39] = x41
-            out.append(x41)
+                    _c11_e1[i40] = x42
+            out.append(x42)
     out.append(b'\x00')
     out.append(b'\x01' if v14 else b'\x00')
     if v15 is None:
@@ -916,69 +1013,96 @@ def encode_1(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x43 = _c12_e1.get(v16)
-        if x43 is None:
-            b42 = v16.encode()
-            x43 = (_small[len(b42)] if len(b42) < 8192 else _zz(len(b42))) + b42
+        x44 = _c12_e1.get(v16)
+        if x44 is None:
+            b43 = v16.encode()
+            x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
             if len(_c12_e1) < 256:
-                _c12_e1[v16] = x43
-        out.append(x43)
+                _c12_e1[v16] = x44
+        out.append(x44)
     if v17 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c13_e1[v17])
+        if isinstance(v17, dict):
+            v45 = v17.get('system')
+            v46 = v17.get('code')
+        else:
+            v45, v46 = v17
+        if v45 is None:
+            out.append(b'\x00')
+        else:
+            out.append(b'\x02')
+            x48 = _c13_e1.get(v45)
+            if x48 is None:
+                b47 = v45.encode()
+                x48 = (_small[len(b47)] if len(b47) < 8192 else _zz(len(b47))) + b47
+                if len(_c13_e1) < 256:
+                    _c13_e1[v45] = x48
+            out.append(x48)
+        x50 = _c14_e1.get(v46)
+        if x50 is None:
+            b49 = v46.encode()
+            x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
+            if len(_c14_e1) < 256:
+                _c14_e1[v46] = x50
+        out.append(x50)
     if v18 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c14_e1[v18])
+        out.append(_c15_e1[v18])
     if v19 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_small[v19] if 0 <= v19 < 8192 else _zz(v19))
+        out.append(_c16_e1[v19])
     if v20 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c15_e1[v20])
+        out.append(_small[v20] if 0 <= v20 < 8192 else _zz(v20))
     if v21 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        if isinstance(v21, dict):
-            v44 = v21.get('instrument')
-            v45 = v21.get('domain')
-            v46 = v21.get('score')
+        out.append(_c17_e1[v21])
+    if v22 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        if isinstance(v22, dict):
+            v51 = v22.get('instrument')
+            v52 = v22.get('domain')
+            v53 = v22.get('score')
         else:
-            v44, v45, v46 = v21
-        x48 = _c16_e1.get(v44)
-        if x48 is None:
-            b47 = v44.encode()
-            x48 = (_small[len(b47)] if len(b47) < 8192 else _zz(len(b47))) + b47
-            if len(_c16_e1) < 256:
-                _c16_e1[v44] = x48
-        out.append(x48)
-        x50 = _c17_e1.get(v45)
-        if x50 is None:
-            b49 = v45.encode()
-            x50 = (_small[len(b49)] if len(b49) < 8192 else _zz(len(b49))) + b49
-            if len(_c17_e1) < 256:
-                _c17_e1[v45] = x50
-        out.append(x50)
-        out.append(_pack_double(v46))
-    x52 = _c18_e1.get(v22)
-    if x52 is None:
-        b51 = v22.encode()
-        x52 = (_small[len(b51)] if len(b51) < 8192 else _zz(len(b51))) + b51
-        if len(_c18_e1) < 256:
-            _c18_e1[v22] = x52
-    out.append(x52)
+            v51, v52, v53 = v22
+        x55 = _c18_e1.get(v51)
+        if x55 is None:
+            b54 = v51.encode()
+            x55 = (_small[len(b54)] if len(b54) < 8192 else _zz(len(b54))) + b54
+            if len(_c18_e1) < 256:
+                _c18_e1[v51] = x55
+        out.append(x55)
+        x57 = _c19_e1.get(v52)
+        if x57 is None:
+            b56 = v52.encode()
+            x57 = (_small[len(b56)] if len(b56) < 8192 else _zz(len(b56))) + b56
+            if len(_c19_e1) < 256:
+                _c19_e1[v52] = x57
+        out.append(x57)
+        out.append(_pack_double(v53))
+    x59 = _c20_e1.get(v23)
+    if x59 is None:
+        b58 = v23.encode()
+        x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
+        if len(_c20_e1) < 256:
+            _c20_e1[v23] = x59
+    out.append(x59)
     return b''.join(out)
 
 
-_c0_d1: Final[tuple[str, ...]] = ('ADMISSION', 'DISCHARGE', 'DIAGNOSIS', 'PROCEDURE', 'LAB_RESULT', 'MEDICATION', 'PROM_RESPONSE', 'DEATH', 'UNKNOWN')
+_c0_d1: Final[tuple[str, ...]] = ('ADMISSION', 'DISCHARGE', 'DIAGNOSIS', 'PROCEDURE', 'LAB_RESULT', 'MEDICATION', 'PROM_RESPONSE', 'DEATH', 'UNKNOWN', 'WARD_TRANSFER', 'CARE_HOME_ADMISSION')
 _c1_d1: Final[tuple[str, ...]] = ('EMERGENCY', 'ELECTIVE', 'UNKNOWN')
 _c2_d1: Final[tuple[str, ...]] = ('HOME', 'TRANSFER', 'DEATH', 'LONG_TERM_CARE', 'OTHER', 'UNKNOWN')
 _c3_d1: Final[tuple[str, ...]] = ('FEMALE', 'MALE', 'OTHER', 'UNKNOWN')
@@ -1021,24 +1145,31 @@ def decode_1(d: bytes, p: int) -> tuple[Any, int]:
     s34: int
     f35: Any
     u36: int
-    e37: int
-    f38: Any
-    u39: int
-    e40: int
-    f41: Any
-    u42: int
-    f43: Any
-    u44: int
-    e45: int
-    f46: Any
-    u47: int
+    f37: Any
+    u38: int
+    s39: int
+    f40: Any
+    s41: int
+    f42: Any
+    u43: int
+    e44: int
+    f45: Any
+    u46: int
+    e47: int
     f48: Any
-    s49: int
+    u49: int
     f50: Any
-    s51: int
-    f52: Any
+    u51: int
+    e52: int
     f53: Any
-    s54: int
+    u54: int
+    f55: Any
+    s56: int
+    f57: Any
+    s58: int
+    f59: Any
+    f60: Any
+    s61: int
     end = len(d)
     b = d[p]
     if b < 0x80:
@@ -1255,117 +1386,160 @@ def decode_1(d: bytes, p: int) -> tuple[Any, int]:
     elif u36 == 1:
         b = d[p]
         if b < 0x80:
-            e37 = (b >> 1) ^ -(b & 1)
+            u38 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            e37, p = _read_long(d, p)
-        if e37 < 0:
-            raise ValueError('negative enum index')
-        f35 = _c1_d1[e37]
+            u38, p = _read_long(d, p)
+        if u38 == 0:
+            f37 = None
+        elif u38 == 1:
+            b = d[p]
+            if b < 0x80:
+                s39 = (b >> 1) ^ -(b & 1)
+                p += 1
+            else:
+                s39, p = _read_long(d, p)
+            if s39 < 0 or p + s39 > end:
+                raise ValueError('string run past the end of the data')
+            f37 = d[p:p + s39].decode()
+            p += s39
+        else:
+            raise ValueError('union branch ' + str(u38) + ' out of range')
+        b = d[p]
+        if b < 0x80:
+            s41 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s41, p = _read_long(d, p)
+        if s41 < 0 or p + s41 > end:
+            raise ValueError('string run past the end of the data')
+        f40 = d[p:p + s41].decode()
+        p += s41
+        f35 = {'system': f37, 'code': f40}
     else:
         raise ValueError('union branch ' + str(u36) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u39 = (b >> 1) ^ -(b & 1)
+        u43 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u39, p = _read_long(d, p)
-    if u39 == 0:
-        f38 = None
-    elif u39 == 1:
+        u43, p = _read_long(d, p)
+    if u43 == 0:
+        f42 = None
+    elif u43 == 1:
         b = d[p]
         if b < 0x80:
-            e40 = (b >> 1) ^ -(b & 1)
+            e44 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            e40, p = _read_long(d, p)
-        if e40 < 0:
+            e44, p = _read_long(d, p)
+        if e44 < 0:
             raise ValueError('negative enum index')
-        f38 = _c2_d1[e40]
+        f42 = _c1_d1[e44]
     else:
-        raise ValueError('union branch ' + str(u39) + ' out of range')
+        raise ValueError('union branch ' + str(u43) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u42 = (b >> 1) ^ -(b & 1)
+        u46 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u42, p = _read_long(d, p)
-    if u42 == 0:
-        f41 = None
-    elif u42 == 1:
+        u46, p = _read_long(d, p)
+    if u46 == 0:
+        f45 = None
+    elif u46 == 1:
         b = d[p]
         if b < 0x80:
-            f41 = (b >> 1) ^ -(b & 1)
+            e47 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            f41, p = _read_long(d, p)
-    else:
-        raise ValueError('union branch ' + str(u42) + ' out of range')
-    b = d[p]
-    if b < 0x80:
-        u44 = (b >> 1) ^ -(b & 1)
-        p += 1
-    else:
-        u44, p = _read_long(d, p)
-    if u44 == 0:
-        f43 = None
-    elif u44 == 1:
-        b = d[p]
-        if b < 0x80:
-            e45 = (b >> 1) ^ -(b & 1)
-            p += 1
-        else:
-            e45, p = _read_long(d, p)
-        if e45 < 0:
+            e47, p = _read_long(d, p)
+        if e47 < 0:
             raise ValueError('negative enum index')
-        f43 = _c3_d1[e45]
+        f45 = _c2_d1[e47]
     else:
-        raise ValueError('union branch ' + str(u44) + ' out of range')
+        raise ValueError('union branch ' + str(u46) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u47 = (b >> 1) ^ -(b & 1)
+        u49 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u47, p = _read_long(d, p)
-    if u47 == 0:
-        f46 = None
-    elif u47 == 1:
+        u49, p = _read_long(d, p)
+    if u49 == 0:
+        f48 = None
+    elif u49 == 1:
         b = d[p]
         if b < 0x80:
-            s49 = (b >> 1) ^ -(b & 1)
+            f48 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s49, p = _read_long(d, p)
-        if s49 < 0 or p + s49 > end:
-            raise ValueError('string run past the end of the data')
-        f48 = d[p:p + s49].decode()
-        p += s49
+            f48, p = _read_long(d, p)
+    else:
+        raise ValueError('union branch ' + str(u49) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u51 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u51, p = _read_long(d, p)
+    if u51 == 0:
+        f50 = None
+    elif u51 == 1:
         b = d[p]
         if b < 0x80:
-            s51 = (b >> 1) ^ -(b & 1)
+            e52 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s51, p = _read_long(d, p)
-        if s51 < 0 or p + s51 > end:
+            e52, p = _read_long(d, p)
+        if e52 < 0:
+            raise ValueError('negative enum index')
+        f50 = _c3_d1[e52]
+    else:
+        raise ValueError('union branch ' + str(u51) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u54 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u54, p = _read_long(d, p)
+    if u54 == 0:
+        f53 = None
+    elif u54 == 1:
+        b = d[p]
+        if b < 0x80:
+            s56 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s56, p = _read_long(d, p)
+        if s56 < 0 or p + s56 > end:
             raise ValueError('string run past the end of the data')
-        f50 = d[p:p + s51].decode()
-        p += s51
-        f52 = _unpack_double(d, p)[0]
+        f55 = d[p:p + s56].decode()
+        p += s56
+        b = d[p]
+        if b < 0x80:
+            s58 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s58, p = _read_long(d, p)
+        if s58 < 0 or p + s58 > end:
+            raise ValueError('string run past the end of the data')
+        f57 = d[p:p + s58].decode()
+        p += s58
+        f59 = _unpack_double(d, p)[0]
         p += 8
-        f46 = {'instrument': f48, 'domain': f50, 'score': f52}
+        f53 = {'instrument': f55, 'domain': f57, 'score': f59}
     else:
-        raise ValueError('union branch ' + str(u47) + ' out of range')
+        raise ValueError('union branch ' + str(u54) + ' out of range')
     b = d[p]
     if b < 0x80:
-        s54 = (b >> 1) ^ -(b & 1)
+        s61 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        s54, p = _read_long(d, p)
-    if s54 < 0 or p + s54 > end:
+        s61, p = _read_long(d, p)
+    if s61 < 0 or p + s61 > end:
         raise ValueError('string run past the end of the data')
-    f53 = d[p:p + s54].decode()
-    p += s54
-    rec = {'event_id': f1, 'site_id': f3, 'region': f5, 'country': f7, 'patient_pseudonym': f9, 'encounter_pseudonym': f11, 'event_type': f14, 'event_time': f16, 'recorded_time': f17, 'ingest_time': f18, 'code_system': f19, 'code': f22, 'concepts': f25, 'mapped': f29, 'value': f30, 'unit': f32, 'admission_type': f35, 'disposition': f38, 'birth_year': f41, 'sex': f43, 'prom': f46, 'code_map_version': f53}
+    f60 = d[p:p + s61].decode()
+    p += s61
+    rec = {'event_id': f1, 'site_id': f3, 'region': f5, 'country': f7, 'patient_pseudonym': f9, 'encounter_pseudonym': f11, 'event_type': f14, 'event_time': f16, 'recorded_time': f17, 'ingest_time': f18, 'code_system': f19, 'code': f22, 'concepts': f25, 'mapped': f29, 'value': f30, 'unit': f32, 'coded_value': f35, 'admission_type': f42, 'disposition': f45, 'birth_year': f48, 'sex': f50, 'prom': f53, 'code_map_version': f60}
     return rec, p
 
 
@@ -5033,8 +5207,8 @@ def decode_8(d: bytes, p: int) -> tuple[Any, int]:
 
 
 CODECS: dict[str, dict[str, Callable[..., Any]]] = {
-    "c105efe5e8a8b00c0903948bea6ab3dc2b733852": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
-    "7d611c97316d3410837a3b167bf5bf54044d007f": {"encode": encode_1, "decode": decode_1},  # rwe.events.NormalisedEvent
+    "8d697e0aa4c2b7c009f0ce7ae81e2bf65f564c5f": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
+    "266bfa1f774e0c1333105f81584eecfd46b3a0d7": {"encode": encode_1, "decode": decode_1},  # rwe.events.NormalisedEvent
     "74e5443f6e4ccbc44a3f6f9ec048c21e4d526b1b": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
     "b1b36d084e1991391555ef3fb31d298e001e4c8a": {"encode": encode_3, "decode": decode_3},  # rwe.internal.AscertainDelta
     "cfd15e87a19d0ef7a28364e76dece19d7d0c1d6a": {"encode": encode_4, "decode": decode_4},  # rwe.internal.DedupeDelta

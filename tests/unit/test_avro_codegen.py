@@ -26,8 +26,9 @@ NORMALISED_SAMPLE: dict[str, Any] = {
     "event_id": "e-1", "site_id": "FI-HUS", "region": "FI-18", "country": "FI", "patient_pseudonym": "p" * 32,
     "encounter_pseudonym": None, "event_type": "LAB_RESULT", "event_time": 1735728226692284,
     "recorded_time": 1735737249595235, "ingest_time": 1795624197357710, "code_system": "LOINC", "code": "33762-6",
-    "concepts": ["nt_probnp"], "mapped": True, "value": 1234.5, "unit": "pg/mL", "admission_type": None,
-    "disposition": None, "birth_year": 1952, "sex": "MALE", "prom": None, "code_map_version": "2026.11.1"}
+    "concepts": ["nt_probnp"], "mapped": True, "value": 1234.5, "unit": "pg/mL", "coded_value": None,
+    "admission_type": None, "disposition": None, "birth_year": 1952, "sex": "MALE", "prom": None,
+    "code_map_version": "2026.11.1"}
 
 
 def strategy(t: Any) -> st.SearchStrategy[Any]:

@@ -123,3 +123,62 @@ def test_national_id_links_a_patient_across_sites(normaliser: ClinicalNormaliser
 
 def test_a_malformed_code_is_not_a_missing_one(normaliser: ClinicalNormaliser) -> None:
     assert reject_reason(normaliser, event_type="DIAGNOSIS", code="§§ not a code §§") == "invalid_code"
+
+
+# --------------------------------------------------------------- the events real feeds carry (issue 12)
+def test_a_ward_transfer_is_an_event_of_its_stay(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(event_type="WARD_TRANSFER", code_system=None, code=None,
+                                              admission_type=None), INGEST)
+    assert out["event_type"] == "WARD_TRANSFER" and out["encounter_pseudonym"]
+    assert reject_reason(normaliser, event_type="WARD_TRANSFER", encounter_id=None, code_system=None,
+                         code=None) == "missing_field"
+
+
+def test_a_care_home_admission_needs_no_encounter(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(clinical_event(event_type="CARE_HOME_ADMISSION", encounter_id=None,
+                                              code_system=None, code=None, admission_type=None), INGEST)
+    assert (out["event_type"], out["encounter_pseudonym"]) == ("CARE_HOME_ADMISSION", None)
+
+
+def response(code: str, system: str = "ELN-2022", **overrides: Any) -> dict[str, Any]:
+    return clinical_event(event_type="LAB_RESULT", code_system="LOINC", code="88040-1", admission_type=None,
+                          coded_value={"system": system, "code": code}, **overrides)
+
+
+def test_a_coded_result_is_carried_canonical_with_its_concepts(normaliser: ClinicalNormaliser) -> None:
+    out = normaliser.normalise(response("CR MRD-"), INGEST)
+    assert out["coded_value"] == {"system": "ELN2022", "code": "CRMRDNEG"}
+    assert out["concepts"] == ["aml_response_assessment", "aml_response_cr_mrd_negative"]
+    assert out["value"] is None and out["mapped"]
+    unmapped = normaliser.normalise(response("XYZ"), INGEST)
+    assert unmapped["coded_value"] == {"system": "ELN2022", "code": "XYZ"} and not unmapped["mapped"]
+
+
+@pytest.mark.parametrize(("overrides", "reason"), [
+    ({"coded_value": {"system": "ELN2022", "code": "C R!"}}, "invalid_code"),
+    ({"event_type": "DIAGNOSIS", "code_system": "ICD-10", "code": "C92.0"}, "unexpected_value"),
+    ({"coded_value": {"system": "ELN2022", "code": "C" * 65}}, "field_too_long"),
+])
+def test_a_bad_coded_result_is_a_dead_letter(normaliser: ClinicalNormaliser, overrides: dict[str, Any],
+                                             reason: str) -> None:
+    event = response("CR")
+    event.update(overrides)
+    assert reject_reason(normaliser, **event) == reason
+
+
+def test_a_lab_result_needs_a_value_or_a_coded_value(normaliser: ClinicalNormaliser) -> None:
+    assert reject_reason(normaliser, **{**response("CR"), "coded_value": None}) == "missing_value"
+
+
+@pytest.mark.parametrize(("instrument", "domain"), [
+    ("EPIC-26", "urinary_incontinence"), ("EPIC26", "Urinary Incontinence"), ("epic 26", "urinary-incontinence"),
+])
+def test_prom_names_are_normalised_to_one_key_and_scored_on_its_scale(normaliser: ClinicalNormaliser,
+                                                                      instrument: str, domain: str) -> None:
+    prom = {"instrument": instrument, "domain": domain, "score": 72.5}
+    event = clinical_event(event_type="PROM_RESPONSE", code_system=None, code=None, admission_type=None,
+                           encounter_id=None, prom=prom)
+    assert normaliser.normalise(event, INGEST)["prom"] == {"instrument": "EPIC-26", "domain": "urinary_incontinence",
+                                                           "score": 72.5}
+    event["prom"] = {**prom, "score": 140.0}  # outside EPIC-26's 0-100 in any spelling
+    assert reject_reason(normaliser, **event) == "out_of_range"

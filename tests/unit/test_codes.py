@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -232,7 +233,7 @@ def test_wrong_types_never_raise(system: object, code: object) -> None:
 
 
 def test_integer_snomed_id_maps() -> None:
-    assert CODE_MAP.map("SNOMED", 84114007).concepts == ("heart_failure",)  # type: ignore[arg-type]
+    assert CODE_MAP.map("SNOMED", 84114007).concepts == HF  # type: ignore[arg-type]
 
 
 def test_results_are_cached_per_raw_pair() -> None:
@@ -264,14 +265,71 @@ def test_concepts_for() -> None:
     assert "F00" in dementia["ICD10GM"]
     assert "F00" not in dementia["ICD10CM"]
     assert "G3183" in dementia["ICD10CM"]
-    assert dementia["SNOMED"] == ("52448006", "26929004")
+    assert dementia["SNOMED"][:3] == ("52448006", "26929004", "429998004")  # named, then descendants
     assert CODE_MAP.concepts_for("psa") == {"LOINC": ("2857-1",)}
     with pytest.raises(KeyError, match="no concept"):
         CODE_MAP.concepts_for("no_such_thing")
 
 
+@pytest.mark.parametrize(("code", "concept"), [
+    ("432504007", "ischaemic_stroke"),      # Cerebral infarction, a child of Ischemic stroke 422504002
+    ("195190007", "ischaemic_stroke"),      # Cerebral infarction due to embolism of cerebral arteries
+    ("88805009", "heart_failure_broad"),    # Chronic congestive heart failure
+    ("703272007", "heart_failure"),         # Heart failure with reduced ejection fraction
+    ("399020009", "heart_failure_broad"),   # Dilated cardiomyopathy (I42): broad only
+    ("440028005", "atrial_fibrillation"),   # Permanent atrial fibrillation
+    ("401303003", "acute_myocardial_infarction"),  # Acute STEMI
+    ("254900004", "prostate_cancer"),       # Carcinoma of prostate
+    ("429998004", "dementia"),              # Vascular dementia
+])
+def test_a_snomed_child_concept_maps_to_its_ancestors_concept(code: str, concept: str) -> None:
+    assert concept in concepts("http://snomed.info/sct", code)
+
+
+def test_snomed_descendants_match_exactly(tmp_path: Path) -> None:
+    code_map = load_text(tmp_path, 'version = "t"\n[concept.x]\nsource = "t"\nsnomed = ["422504002"]\n'
+                                   'snomed_descendants = ["432504007"]\n')
+    assert code_map.map("SNOMED", "432504007").concepts == ("x",)
+    assert code_map.map("SNOMED", "4325040").concepts == ()  # no prefix matching in SNOMED CT
+
+
+def test_the_broad_heart_failure_codes_are_broad_only() -> None:
+    for code in ("I11.0", "I13.0", "I13.2", "I42.0", "I42.9"):
+        assert concepts("ICD-10", code) == ("heart_failure_broad",)
+    assert concepts("ICD-10", "I50.9") == HF
+    assert concepts("SNOMED", "399020009") == ("heart_failure_broad",)
+
+
+@pytest.mark.parametrize(("raw", "concept"), [
+    ("CR", "aml_response_cr"), ("cr", "aml_response_cr"), ("CRi", "aml_response_cri"),
+    ("CRh", "aml_response_crh"), ("CR MRD-", "aml_response_cr_mrd_negative"),
+    ("CR_MRD_NEG", "aml_response_cr_mrd_negative"), ("CR MRD negative", "aml_response_cr_mrd_negative"),
+    ("MLFS", "aml_response_mlfs"), ("PR", "aml_response_pr"), ("SD", "aml_response_sd"),
+    ("PD", "aml_response_pd"), ("Relapse", "aml_relapse"),
+])
+def test_eln_2022_response_codes_map_to_their_category(raw: str, concept: str) -> None:
+    assert concepts("ELN-2022", raw) == (concept,)
+
+
+def test_every_shipped_concept_and_lab_names_its_source() -> None:
+    data = tomllib.loads(codes.DEFAULT_CONCEPTS_FILE.read_text())
+    for kind in ("concept", "lab"):
+        for name, entry in data[kind].items():
+            assert entry.get("source", "").strip(), f"{kind} {name} has no source"
+
+
+def test_the_source_of_each_code_list_is_kept_for_catalogue_show() -> None:
+    assert "CALIBER" in CODE_MAP.provenance["heart_failure_broad"]
+    assert CODE_MAP.provenance["psa"].startswith("LOINC 2857-1")
+
+
+def test_a_concept_without_source_is_rejected(tmp_path: Path) -> None:
+    message = bad(tmp_path, 'version = "t"\n[concept.x]\nicd10 = ["I50"]\n')
+    assert "concept x" in message and "source" in message
+
+
 def test_catalogue_metadata() -> None:
-    assert CODE_MAP.version == "2026.11.1"
+    assert CODE_MAP.version == "2026.12.1"
     assert CODE_MAP.areas["aml"] == "hematologic"
     assert {"psa", "mmse", "creatinine"} <= set(CODE_MAP.labs)
     assert CODE_MAP.labs["mmse"].unitless
@@ -293,7 +351,7 @@ def test_map_never_raises(system: str | None, code: str | None) -> None:
 
 
 # --------------------------------------------------------------- loading a catalogue
-GOOD_LAB = '[lab.psa]\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [0.0, 100.0]\n'
+GOOD_LAB = '[lab.psa]\nsource = "t"\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [0.0, 100.0]\n'
 
 
 def load_text(tmp_path: Path, text: str) -> CodeMap:
@@ -312,7 +370,7 @@ def bad(tmp_path: Path, text: str) -> str:
 
 
 def test_exclude_prefix_wins(tmp_path: Path) -> None:
-    code_map = load_text(tmp_path, 'version = "t"\n[concept.chronic_ihd]\n'
+    code_map = load_text(tmp_path, 'version = "t"\n[concept.chronic_ihd]\nsource = "t"\n'
                                    'icd10 = ["I25"]\nexclude = ["I25.2"]\n')
     assert code_map.map("ICD10", "I25.1").concepts == ("chronic_ihd",)
     assert code_map.map("ICD10", "I25.2").concepts == ()
@@ -321,8 +379,8 @@ def test_exclude_prefix_wins(tmp_path: Path) -> None:
 
 
 def test_exclude_applies_only_to_its_concept(tmp_path: Path) -> None:
-    code_map = load_text(tmp_path, 'version = "t"\n[concept.a]\nicd10 = ["I25"]\nexclude = ["I252"]\n'
-                                   '[concept.b]\nicd10 = ["I25"]\n')
+    code_map = load_text(tmp_path, 'version = "t"\n[concept.a]\nsource = "t"\nicd10 = ["I25"]\nexclude = ["I252"]\n'
+                                   '[concept.b]\nsource = "t"\nicd10 = ["I25"]\n')
     assert code_map.map("ICD10", "I25.2").concepts == ("b",)
 
 
@@ -332,38 +390,38 @@ def test_lab_without_canonical_unit_in_convert_gets_factor_one(tmp_path: Path) -
 
 
 def test_lab_missing_unit(tmp_path: Path) -> None:
-    message = bad(tmp_path, 'version = "t"\n[lab.psa]\nloinc = ["2857-1"]\nrange = [0.0, 1.0]\n')
+    message = bad(tmp_path, 'version = "t"\n[lab.psa]\nsource = "t"\nloinc = ["2857-1"]\nrange = [0.0, 1.0]\n')
     assert "lab psa" in message
     assert "unit" in message
 
 
 def test_non_list_icd10(tmp_path: Path) -> None:
-    message = bad(tmp_path, 'version = "t"\n[concept.heart_failure]\nicd10 = "I50"\n')
+    message = bad(tmp_path, 'version = "t"\n[concept.heart_failure]\nsource = "t"\nicd10 = "I50"\n')
     assert "concept heart_failure" in message
     assert "field icd10" in message
 
 
 @pytest.mark.parametrize(("text", "words"), [
-    ('[concept.x]\nicd10 = ["I50"]\n', ("version",)),
-    ('version = "t"\n[concept.x]\nicd10_cm = ["I50"]\n', ("concept x", "icd10_cm")),
-    ('version = "t"\n[concept.x]\nicd10 = []\n', ("concept x", "field icd10")),
-    ('version = "t"\n[concept.x]\nicd10 = ["I50", 3]\n', ("concept x", "field icd10")),
-    ('version = "t"\n[concept.x]\nicd10 = ["not a code"]\n', ("concept x", "field icd10")),
-    ('version = "t"\n[concept.x]\nicd10 = ["I50 G"]\n', ("concept x", "field icd10")),
-    ('version = "t"\n[concept.x]\nicd10 = ["I21+"]\n', ("concept x", "field icd10")),
-    ('version = "t"\n[concept.x]\nsnomed = ["I50"]\n', ("concept x", "field snomed")),
-    ('version = "t"\n[concept.x]\nloinc = ["2857"]\n', ("concept x", "field loinc")),
-    ('version = "t"\n[concept.x]\narea = "cardio"\n', ("concept x", "no codes")),
-    ('version = "t"\n[concept.x]\narea = 3\nicd10 = ["I50"]\n', ("concept x", "field area")),
-    ('version = "t"\n[concept.x]\nicd10 = ["I50"]\n[lab.x]\nloinc = ["1-1"]\nunit = "%"\n'
+    ('[concept.x]\nsource = "t"\nicd10 = ["I50"]\n', ("version",)),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10_cm = ["I50"]\n', ("concept x", "icd10_cm")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = []\n', ("concept x", "field icd10")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = ["I50", 3]\n', ("concept x", "field icd10")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = ["not a code"]\n', ("concept x", "field icd10")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = ["I50 G"]\n', ("concept x", "field icd10")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = ["I21+"]\n', ("concept x", "field icd10")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nsnomed = ["I50"]\n', ("concept x", "field snomed")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nloinc = ["2857"]\n', ("concept x", "field loinc")),
+    ('version = "t"\n[concept.x]\nsource = "t"\narea = "cardio"\n', ("concept x", "no codes")),
+    ('version = "t"\n[concept.x]\nsource = "t"\narea = 3\nicd10 = ["I50"]\n', ("concept x", "field area")),
+    ('version = "t"\n[concept.x]\nsource = "t"\nicd10 = ["I50"]\n[lab.x]\nsource = "t"\nloinc = ["1-1"]\nunit = "%"\n'
      'range = [0, 1]\n', ("lab x", "already used")),
-    (f'version = "t"\n{GOOD_LAB}[lab.other]\nloinc = ["2857-1"]\nunit = "%"\nrange = [0, 1]\n',
+    (f'version = "t"\n{GOOD_LAB}[lab.other]\nsource = "t"\nloinc = ["2857-1"]\nunit = "%"\nrange = [0, 1]\n',
      ("lab other", "field loinc", "2857-1")),
-    ('version = "t"\n[lab.psa]\nunit = "ng/mL"\nrange = [0.0, 1.0]\n', ("lab psa", "loinc")),
-    ('version = "t"\n[lab.psa]\nloinc = ["2857-1"]\nunit = "ng/mL"\n', ("lab psa", "range")),
-    ('version = "t"\n[lab.psa]\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [2.0, 1.0]\n',
+    ('version = "t"\n[lab.psa]\nsource = "t"\nunit = "ng/mL"\nrange = [0.0, 1.0]\n', ("lab psa", "loinc")),
+    ('version = "t"\n[lab.psa]\nsource = "t"\nloinc = ["2857-1"]\nunit = "ng/mL"\n', ("lab psa", "range")),
+    ('version = "t"\n[lab.psa]\nsource = "t"\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [2.0, 1.0]\n',
      ("lab psa", "range")),
-    ('version = "t"\n[lab.psa]\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [0, "1"]\n',
+    ('version = "t"\n[lab.psa]\nsource = "t"\nloinc = ["2857-1"]\nunit = "ng/mL"\nrange = [0, "1"]\n',
      ("lab psa", "range")),
     (f'version = "t"\n{GOOD_LAB}convert = {{ "ug/L" = "one" }}\n', ("lab psa", "convert")),
     (f'version = "t"\n{GOOD_LAB}convert = {{ "ug/L" = -1.0 }}\n', ("lab psa", "convert")),

@@ -82,7 +82,7 @@ def event(**changes: Any) -> dict[str, Any]:
         "patient_id_issuer": None, "encounter_id": "enc-1", "event_type": "LAB_RESULT",
         "event_time": 1_700_000_000_000_000, "recorded_time": 1_700_000_060_000_000,
         "time_zone": "Europe/Berlin", "code_system": "LOINC", "code": "2160-0", "value": 1.2,
-        "unit": "mg/dL", "admission_type": None, "disposition": None, "birth_year": 1950,
+        "unit": "mg/dL", "coded_value": None, "admission_type": None, "disposition": None, "birth_year": 1950,
         "sex": "FEMALE", "prom": None, "patient_name": None, "address": None, "note": None,
     }
     record.update(changes)

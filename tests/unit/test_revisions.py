@@ -106,8 +106,10 @@ def test_a_late_continuation_of_a_transfer_turns_an_exclusion_into_a_length_of_s
     changed = [o for o in feed(tracker, late) if o.indicator == "hf_length_of_stay"]
     final = [o for o in changed if o.status == "FINAL"]
     assert len(final) == 1 and final[0].value == pytest.approx(10.0)
-    retracted = [o for o in changed if o.observation_id == excluded.observation_id]
-    assert retracted and retracted[0].exclusion == "superseded" and retracted[0].revision == excluded.revision + 1
+    # The hospitalisation is one observation from its admission on: the exclusion is revised into the stay's length.
+    assert final[0].observation_id == excluded.observation_id and final[0].revision == excluded.revision + 1
+    assert final[0].site == "FI-HUS"  # the discharging site
+    assert not [o for o in changed if o.status == "EXCLUDED"]
 
 
 def test_an_event_beyond_the_revision_horizon_is_refused_and_changes_nothing(catalogue: Catalogue) -> None:

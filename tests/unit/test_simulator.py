@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams.catalogue.sites import load_sites
+from streams.clinical.proms import prom_key
 from streams.errors import ConfigError
 from streams.settings import Settings
 from streams.simulator import (
@@ -215,7 +216,20 @@ def test_codes_and_units_vary_like_real_feeds(feed, decoded) -> None:
     procedures = {(r["site_id"][:2], r["code"]) for r in decoded if r and r["event_type"] == "PROCEDURE"}
     assert ("DE", "5-604") in procedures and any(c == "26294005" for _, c in procedures)
     proms = [r["prom"] for r in decoded if r and r["event_type"] == "PROM_RESPONSE"]
-    assert proms and all(p["instrument"] == "EPIC-26" and 0 <= p["score"] <= 100 for p in proms)
+    assert proms and all(prom_key(p["instrument"], p["domain"]) == ("EPIC-26", "urinary_incontinence")
+                         and 0 <= p["score"] <= 100 for p in proms)
+    assert len({(p["instrument"], p["domain"]) for p in proms}) > 1  # sites spell them differently
+
+
+def test_the_feed_carries_ward_transfers_care_homes_and_coded_responses(feed, decoded) -> None:
+    messages, _manifest = feed
+    valid = [r for m, r in zip(messages, decoded, strict=True) if m.kind == "valid"]
+    by_type = collections.Counter(r["event_type"] for r in valid)
+    assert by_type["WARD_TRANSFER"] > 0.1 * by_type["ADMISSION"]
+    assert all(r["encounter_id"] for r in valid if r["event_type"] == "WARD_TRANSFER")
+    assert by_type["CARE_HOME_ADMISSION"] > 0
+    responses = [r["coded_value"] for r in valid if r["coded_value"] is not None]
+    assert responses and {c["code"] for c in responses} >= {"CR", "CRi", "PR"}
 
 
 def test_identifiers_and_names_are_listed_for_leak_checks(feed, decoded) -> None:
@@ -299,19 +313,23 @@ def test_batches_pack_decodable_records_into_containers(feed) -> None:
     packed = list(_packed(messages, 50))
     assert sum(events for *_, events in packed) == len(messages)
     assert len(packed) < len(messages) / 10
-    out = []
-    for _key, value, _t, events in packed:
+    out: dict[bytes | None, list[dict]] = {}
+    for key, value, _t, events in packed:
         if events == 1 and not value.startswith(wire.CONTAINER_MAGIC):
             try:
-                out.extend(decoder.decode(value))
+                out.setdefault(key, []).extend(decoder.decode(value))
             except wire.DecodeError:
                 continue
         else:
             batch = decoder.decode(value)
             assert len(batch) == events
-            out.extend(batch)
-    expected = [decoder.decode(m.value)[0] for m in messages if m.reason != "undecodable"]
-    assert out == expected
+            assert {e["site_id"].encode() for e in batch} == {key}  # one site per container, keyed by it
+            out.setdefault(key, []).extend(batch)
+    expected: dict[bytes | None, list[dict]] = {}
+    for m in messages:
+        if m.reason != "undecodable":
+            expected.setdefault(m.key, []).append(decoder.decode(m.value)[0])
+    assert out == expected  # every site's records, in the order the site sent them
 
 
 def test_fast_encoder_writes_the_bytes_of_the_wire_encoder(feed, decoded) -> None:

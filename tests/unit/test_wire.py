@@ -75,6 +75,50 @@ def test_record_written_with_v1_decodes_with_the_current_reader(decoder: wire.De
     assert decoded == [event]  # the field v1 lacked takes its default
 
 
+def _written_with(history_file: str, record: dict) -> bytes:
+    """``record`` as a producer with the historical schema writes it (single-object encoding)."""
+    writer = wire._load_file(schemas.schemas_dir() / "history" / history_file)
+    buf = io.BytesIO()
+    buf.write(wire.SINGLE_OBJECT_MAGIC + schemas.crc64_fingerprint(writer))
+    fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas._strip_logical_types(writer)), record)
+    return buf.getvalue()
+
+
+def test_a_clinical_event_written_with_v2_decodes_with_the_current_reader(decoder: wire.Decoder) -> None:
+    event = clinical_event(event_type="LAB_RESULT", code_system="LOINC", code="2160-0", value=1.2, unit="mg/dL")
+    old = {k: v for k, v in event.items() if k != "coded_value"}
+    assert decoder.decode(_written_with("rwe.events.ClinicalEvent.v2.avsc", old)) == [event]  # coded_value: null
+
+
+NORMALISED = {
+    "event_id": "e", "site_id": "NL-AMC", "region": "NL-NH", "country": "NL", "patient_pseudonym": "p" * 32,
+    "encounter_pseudonym": None, "event_type": "LAB_RESULT", "event_time": 1, "recorded_time": 2,
+    "ingest_time": 3, "code_system": "LOINC", "code": "72106-8", "concepts": ["mmse"], "mapped": True,
+    "value": 24.0, "unit": "{score}", "coded_value": None, "admission_type": None, "disposition": None,
+    "birth_year": 1940, "sex": "FEMALE", "prom": None, "code_map_version": "2026.11.1"}
+
+
+def test_a_normalised_event_written_with_v1_decodes_with_the_current_reader() -> None:
+    old = {k: v for k, v in NORMALISED.items() if k != "coded_value"}
+    data = _written_with("rwe.events.NormalisedEvent.v1.avsc", old)
+    assert wire.Decoder(schemas.NORMALISED_EVENT).decode(data) == [NORMALISED]
+
+
+@pytest.mark.parametrize("new_type", ["WARD_TRANSFER", "CARE_HOME_ADMISSION"])
+def test_an_old_reader_reads_a_new_event_type_as_unknown(new_type: str) -> None:
+    # consumers upgrade first, but one that has not reads the enum's default, never fails
+    for history_file, record in (
+            ("rwe.events.ClinicalEvent.v2.avsc", clinical_event(event_type=new_type, code=None, code_system=None)),
+            ("rwe.events.NormalisedEvent.v1.avsc", {**NORMALISED, "event_type": new_type})):
+        name = history_file.split(".v")[0]
+        new = wire.Encoder(name).encode(record)[10:]  # the body, after the single-object header
+        old_reader = fastavro.parse_schema(schemas._strip_logical_types(
+            wire._load_file(schemas.schemas_dir() / "history" / history_file)))
+        current = fastavro.parse_schema(schemas._strip_logical_types(schemas.raw_schema(name)))
+        decoded = fastavro.schemaless_reader(io.BytesIO(new), current, old_reader)
+        assert decoded["event_type"] == "UNKNOWN"
+
+
 def test_every_schema_change_is_backward_compatible() -> None:
     # The policy in schemas/README.md: the current reader reads every historical writer.
     for path in sorted((schemas.schemas_dir() / "history").glob("*.avsc")):
