@@ -26,7 +26,7 @@ from streams.errors import ConfigError
 from streams.vocabulary.time import DAY_US
 
 DEFAULT_DIR = Path(__file__).resolve().parent / "indicators"
-CATALOGUE_VERSION = "2026.12.1"
+CATALOGUE_VERSION = "2026.12.2"
 EVENT_TYPES = ("ADMISSION", "DISCHARGE", "DIAGNOSIS", "PROCEDURE", "LAB_RESULT", "MEDICATION", "PROM_RESPONSE",
                "DEATH", "WARD_TRANSFER", "CARE_HOME_ADMISSION")
 SHAPES: dict[str, tuple[str, ...]] = {

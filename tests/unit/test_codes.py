@@ -280,6 +280,7 @@ def test_concepts_for() -> None:
     ("440028005", "atrial_fibrillation"),   # Permanent atrial fibrillation
     ("401303003", "acute_myocardial_infarction"),  # Acute STEMI
     ("254900004", "prostate_cancer"),       # Carcinoma of prostate
+    ("708919000", "radical_prostatectomy"),  # Robot-assisted laparoscopic radical prostatectomy
     ("429998004", "dementia"),              # Vascular dementia
 ])
 def test_a_snomed_child_concept_maps_to_its_ancestors_concept(code: str, concept: str) -> None:
@@ -329,7 +330,7 @@ def test_a_concept_without_source_is_rejected(tmp_path: Path) -> None:
 
 
 def test_catalogue_metadata() -> None:
-    assert CODE_MAP.version == "2026.12.1"
+    assert CODE_MAP.version == "2026.12.2"
     assert CODE_MAP.areas["aml"] == "hematologic"
     assert {"psa", "mmse", "creatinine"} <= set(CODE_MAP.labs)
     assert CODE_MAP.labs["mmse"].unitless
