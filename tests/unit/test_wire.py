@@ -60,13 +60,9 @@ def test_confluent_framing_without_registry_is_unknown_schema(decoder: wire.Deco
 
 def _v1_bytes(event: dict) -> bytes:
     v1 = json.loads((schemas.schemas_dir() / "history" / "rwe.events.ClinicalEvent.v1.avsc").read_text())
-    v1_expanded = wire._load_file(schemas.schemas_dir() / "history" / "rwe.events.ClinicalEvent.v1.avsc")
     assert "patient_id_issuer" not in {f["name"] for f in v1["fields"]}
-    buf = io.BytesIO()
-    buf.write(wire.SINGLE_OBJECT_MAGIC + schemas.crc64_fingerprint(v1_expanded))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas._strip_logical_types(v1_expanded)),
-                               {k: v for k, v in event.items() if k != "patient_id_issuer"})
-    return buf.getvalue()
+    without_issuer = {k: v for k, v in event.items() if k != "patient_id_issuer"}
+    return _written_with("rwe.events.ClinicalEvent.v1.avsc", without_issuer)
 
 
 def test_record_written_with_v1_decodes_with_the_current_reader(decoder: wire.Decoder) -> None:
@@ -203,21 +199,13 @@ def test_peek_reads_one_field_of_a_single_record_and_declines_the_rest() -> None
     assert observations.peek(single[:14], "status") is wire.NOT_PEEKED  # truncated: decode() will say why
 
 
-def _old_writer_bytes(history_file: str, record: dict) -> bytes:
-    writer = wire._load_file(schemas.schemas_dir() / "history" / history_file)
-    buf = io.BytesIO()
-    buf.write(wire.SINGLE_OBJECT_MAGIC + schemas.crc64_fingerprint(writer))
-    fastavro.schemaless_writer(buf, fastavro.parse_schema(schemas._strip_logical_types(writer)), record)
-    return buf.getvalue()
-
-
 def test_observations_and_snapshots_of_the_previous_writers_read_with_the_new_fields_defaulted() -> None:
     observation = {"observation_id": "o", "indicator": "hf_mortality_30d", "area": "cardiovascular",
                    "catalogue_version": "v", "site_id": "FI-HUS", "region": "FI-18", "country": "FI",
                    "status": "FINAL", "index_time": 1, "horizon_end": 2, "closed_time": 2, "outcome": 0,
                    "value": None, "expected": 0.1, "exclusion": None, "covariates": {}}
     (read,) = wire.Decoder(schemas.OUTCOME_OBSERVATION).decode(
-        _old_writer_bytes("rwe.outcomes.OutcomeObservation.v1.avsc", observation))
+        _written_with("rwe.outcomes.OutcomeObservation.v1.avsc", observation))
     assert read == {**observation, "revision": 0}
     snapshot = {"indicator": "hf_mortality_30d", "area": "cardiovascular", "catalogue_version": "v",
                 "kind": "PROPORTION", "unit": None, "scope": "NETWORK", "scope_id": "network", "window_days": None,
@@ -225,5 +213,5 @@ def test_observations_and_snapshots_of_the_previous_writers_read_with_the_new_fi
                 "proportion": 0.1, "ci_low": 0.01, "ci_high": 0.4, "mean": None, "median": None, "sd": None,
                 "expected": None, "observed_expected": None}
     (read,) = wire.Decoder(schemas.INDICATOR_SNAPSHOT).decode(
-        _old_writer_bytes("rwe.outcomes.IndicatorSnapshot.v2.avsc", snapshot))
+        _written_with("rwe.outcomes.IndicatorSnapshot.v2.avsc", snapshot))
     assert read == {**snapshot, "provisional_numerator": None, "excluded_by_reason": {}}
