@@ -138,6 +138,17 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hl7(args: argparse.Namespace) -> int:
+    from streams.ingest.hl7_listener import build_endpoint, listen
+
+    settings = settings_from(args)
+    endpoint = build_endpoint(settings)
+    if settings.metrics_port:
+        endpoint.gateway.metrics.serve(settings.metrics_port, settings.metrics_host)
+    listen(settings, endpoint, args.host or settings.hl7_host, settings.hl7_port if args.port is None else args.port)
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams.cli import dlq
 
@@ -293,6 +304,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="Avro container file of rwe.events.ClinicalEvent (e.g. from rwe simulate --out)")
     p.add_argument("--batch", type=int, default=0, help="events per Kafka message (Avro container); 0: one each")
     p.add_argument("--topic", default=None, help="target topic (default: the raw topic)")
+
+    p = add("hl7", cmd_hl7, "HL7 v2 in: listen for MLLP connections and publish their events to the raw topic.")
+    p.add_argument("action", choices=["listen"])
+    p.add_argument("--host", default=None, help="address (default RWE_HL7_HOST)")
+    p.add_argument("--port", type=int, default=None, help="MLLP port (default RWE_HL7_PORT; 0: a free one)")
 
     p = add("dlq", cmd_dlq, "Inspect the dead-letter topic, or replay dead letters after a fix.")
     p.add_argument("action", choices=["inspect", "replay"])
