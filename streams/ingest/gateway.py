@@ -27,6 +27,18 @@ from streams.vocabulary.dead_letters import Rejection
 from streams.wire import schemas
 
 
+def pseudonymise(event: dict[str, Any], pseudonyms: Pseudonymiser) -> dict[str, Any]:
+    """``event`` with its patient and encounter ids replaced by their pseudonyms, as the normaliser
+    would make them (the issuer is part of the patient pseudonym, then dropped)."""
+    site = event["site_id"]
+    event["source_patient_id"] = pseudonyms.patient(event["source_patient_id"], event["patient_id_issuer"], site)
+    if event["encounter_id"]:
+        event["encounter_id"] = pseudonyms.encounter(event["encounter_id"], site)
+    event["patient_id_issuer"] = None
+    event["pseudonymised"] = True
+    return event
+
+
 class NotDelivered(Exception):
     """The broker did not confirm an event: the message must not be acknowledged as accepted."""
 
@@ -76,25 +88,13 @@ class RawGateway:
         while self._running:
             self._producer.poll(0.05)
 
-    def pseudonymise(self, event: dict[str, Any]) -> dict[str, Any]:
-        """``event`` with its patient and encounter ids replaced by their pseudonyms, as the
-        normaliser would make them (the issuer is part of the patient pseudonym, then dropped)."""
-        site = event["site_id"]
-        event["source_patient_id"] = self.pseudonyms.patient(event["source_patient_id"], event["patient_id_issuer"],
-                                                             site)
-        if event["encounter_id"]:
-            event["encounter_id"] = self.pseudonyms.encounter(event["encounter_id"], site)
-        event["patient_id_issuer"] = None
-        event["pseudonymised"] = True
-        return event
-
     def publish(self, events: list[dict[str, Any]]) -> asyncio.Future[None]:
         """Produce ``events`` (ids in clear: pseudonymised here) now; the future resolves when all are durable."""
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if not events:
             done.set_result(None)
             return done
-        encoded = [(e["site_id"].encode(), self._events.encode(self.pseudonymise(e))) for e in events]
+        encoded = [(e["site_id"].encode(), self._events.encode(pseudonymise(e, self.pseudonyms))) for e in events]
         self._produce_all(self.raw_topic, encoded, done)
         return done
 
