@@ -119,6 +119,8 @@ class RawGateway:
             with lock:
                 pending[0] -= 1
                 last = pending[0] == 0
+            if loop.is_closed():
+                return  # nobody awaits it any more
             if err is not None:
                 loop.call_soon_threadsafe(_fail, done, NotDelivered(err.str()))
             elif last:

@@ -78,11 +78,11 @@ def listen(settings: Settings, endpoint: Hl7Endpoint, host: str, port: int) -> N
         bound = server.sockets[0].getsockname()
         print(f"listening for HL7 v2 over MLLP on {bound[0]}:{bound[1]}; events to "
               f"{endpoint.gateway.raw_topic} on {settings.broker}", flush=True)
-        await stop.wait()
-        server.close()
-        await server.wait_closed()
+        try:
+            await stop.wait()
+        finally:
+            server.close()
+            await server.wait_closed()
+            await asyncio.to_thread(endpoint.gateway.close)  # while the loop still takes deliveries
 
-    try:
-        asyncio.run(main())
-    finally:
-        endpoint.gateway.close()
+    asyncio.run(main())
