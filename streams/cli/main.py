@@ -141,11 +141,12 @@ def cmd_publish(args: argparse.Namespace) -> int:
 def cmd_hl7(args: argparse.Namespace) -> int:
     from streams.ingest.hl7_listener import build_endpoint, listen
 
-    settings = settings_from(args)
+    flags = {"hl7_host": args.host, "hl7_port": args.port}
+    settings = settings_from(args, **{name: v for name, v in flags.items() if v is not None})
     endpoint = build_endpoint(settings)
     if settings.metrics_port:
         endpoint.gateway.metrics.serve(settings.metrics_port, settings.metrics_host)
-    listen(settings, endpoint, args.host or settings.hl7_host, settings.hl7_port if args.port is None else args.port)
+    listen(settings, endpoint, settings.hl7_host, settings.hl7_port)
     return 0
 
 

@@ -18,7 +18,8 @@ from hl7.mllp import InvalidBlockError
 
 from streams.catalogue.sites import load_sites
 from streams.clinical.pseudonym import Pseudonymiser
-from streams.ingest.gateway import IngestMetrics, RawGateway
+from streams.errors import ConfigError
+from streams.ingest.gateway import IngestMetrics, NotDelivered, RawGateway
 from streams.ingest.hl7_endpoint import ENDPOINT, Hl7Endpoint
 from streams.ingest.hl7_mapping import Hl7Mapper
 from streams.runtime.metrics import EngineMetrics
@@ -48,12 +49,11 @@ async def serve(endpoint: Hl7Endpoint, host: str, port: int, max_message_bytes: 
                 try:
                     block = await reader.readblock()
                 except InvalidBlockError:  # bytes outside a <VT> ... <FS><CR> frame: skipped, as MLLP says
-                    await endpoint.gateway.dead_letter(Rejection(Reason.UNPARSEABLE, "data outside an MLLP frame"),
-                                                       b"", None)
+                    await _counted(endpoint, Rejection(Reason.UNPARSEABLE, "data outside an MLLP frame"))
                     continue
                 except ValueError:  # a frame over the limit: its bytes are gone, the next frame is read
                     rejection = Rejection(Reason.TOO_LARGE, f"an MLLP frame over {max_message_bytes:,} bytes")
-                    await endpoint.gateway.dead_letter(rejection, b"", None)
+                    await _counted(endpoint, rejection)
                     writer.writeblock(endpoint.ack(None, "AR", rejection.message, rejection.reason))
                     continue
                 writer.writeblock(await endpoint.answer(block))
@@ -66,11 +66,22 @@ async def serve(endpoint: Hl7Endpoint, host: str, port: int, max_message_bytes: 
     return await hl7.mllp.start_hl7_server(connection, host, port, limit=max_message_bytes)
 
 
+async def _counted(endpoint: Hl7Endpoint, rejection: Rejection) -> None:
+    """A dead letter for bytes the MLLP framing already dropped: its reason is what is left."""
+    try:
+        await endpoint.gateway.dead_letter(rejection, b"", None)
+    except NotDelivered as exc:
+        log.warning("a dead letter was not confirmed by the broker (%s)", exc)
+
+
 def listen(settings: Settings, endpoint: Hl7Endpoint, host: str, port: int) -> None:
     """Serve until SIGINT or SIGTERM, then deliver what is queued."""
 
     async def main() -> None:
-        server = await serve(endpoint, host, port, settings.max_record_bytes)
+        try:
+            server = await serve(endpoint, host, port, settings.max_record_bytes)
+        except OSError as exc:
+            raise ConfigError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -6,6 +6,7 @@ import asyncio
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -115,3 +116,23 @@ def test_a_listener_killed_before_its_ack_loses_and_doubles_nothing(broker_setti
                  and len(read_topic(settings, settings.topic(topics.NORMALISED))) >= 2, 60, "normalised events")
     normalised = decode_all(settings, settings.topic(topics.NORMALISED), schemas.NORMALISED_EVENT)
     assert sorted(e["event_type"] for e in normalised) == ["ADMISSION", "DIAGNOSIS"]  # once each
+
+
+def _rwe_hl7_listen_errors(*argv: str) -> list[str]:
+    env = {**os.environ, "RWE_MODE": "dev", "RWE_METRICS_PORT": "0", "RWE_BROKER": "127.0.0.1:1"}
+    done = subprocess.run([str(BIN / "rwe"), "hl7", "listen", *argv], env=env, capture_output=True, text=True,
+                          timeout=60, check=False)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr
+    return [line for line in done.stderr.splitlines() if line.startswith("rwe hl7: error:")]
+
+
+def test_a_wrong_port_is_one_line_naming_it() -> None:
+    [error] = _rwe_hl7_listen_errors("--port", "70000")
+    assert "RWE_HL7_PORT" in error
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        [error] = _rwe_hl7_listen_errors("--port", str(port))
+    assert f"cannot listen on 127.0.0.1:{port}" in error
