@@ -136,3 +136,21 @@ def test_a_wrong_port_is_one_line_naming_it() -> None:
         port = taken.getsockname()[1]
         [error] = _rwe_hl7_listen_errors("--port", str(port))
     assert f"cannot listen on 127.0.0.1:{port}" in error
+
+
+def test_a_batch_file_imports_once_and_a_rerun_resumes_after_it(broker_settings: Callable[..., Settings],
+                                                                 tmp_path: Path) -> None:
+    settings = broker_settings()
+    create_topics(settings)
+    batch = tmp_path / "backfill.hl7"
+    batch.write_bytes(b"FHS|^~\\&|ADT1|NL-AMC\r\nBHS|^~\\&|ADT1|NL-AMC\r\n"
+                      + EPISODE.read_bytes().replace(b"\n", b"\r\n") + b"BTS|5\r\nFTS|1\r\n")
+    env = {**os.environ, "RWE_BROKER": settings.broker, "RWE_TOPIC_PREFIX": settings.topic_prefix,
+           "RWE_PSEUDONYM_KEY": TEST_KEY, "RWE_MODE": "dev", "RWE_METRICS_PORT": "0"}
+    command = [str(BIN / "rwe"), "hl7", "import", str(batch), "--checkpoint", str(tmp_path / "done.json")]
+    first = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "5 messages" in first.stdout and "3 AA, 1 AE, 1 AR" in first.stdout, first.stdout
+    assert len(read_topic(settings, settings.topic(topics.RAW))) == 5
+    again = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120, check=True)
+    assert "0 messages" in again.stdout, again.stdout
+    assert len(read_topic(settings, settings.topic(topics.RAW))) == 5

@@ -108,3 +108,14 @@ def test_the_same_episode_as_hl7_and_as_avro_normalises_identically() -> None:
                                       INGEST)]
     for hl7_event, avro_event in zip(from_hl7, from_avro, strict=True):
         assert {**hl7_event, "event_id": None} == {**avro_event, "event_id": None}
+
+
+def test_a_file_splits_into_messages_whatever_its_framing() -> None:
+    from streams.ingest.hl7_import import split_messages
+
+    framed = b"".join(b"\x0b" + m.replace("\n", "\r").encode() + b"\x1c\r" for m in EPISODE[:2])
+    batch = b"FHS|^~\\&\nBHS|^~\\&\n" + "\n\n".join(EPISODE[:2]).encode() + b"\nBTS|2\nFTS|1\n"
+    for data in (framed, batch):
+        messages = list(split_messages(data))
+        assert [m[:3] for m in messages] == [b"MSH", b"MSH"]
+        assert [header(parse(m.decode())).control_id for m in messages] == ["MSG00001", "LAB0000001"]
