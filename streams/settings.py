@@ -142,6 +142,13 @@ class Settings:
         "0 is off.", default=5.0)
     metrics_host: str = _setting("RWE_METRICS_HOST", "Address /metrics listens on; 0.0.0.0 in a container.",
                                  default="127.0.0.1")
+    hl7_host: str = _setting("RWE_HL7_HOST", "Address rwe hl7 listen accepts MLLP connections on; 0.0.0.0 in a "
+                             "container.", default="127.0.0.1")
+    hl7_port: int = _setting("RWE_HL7_PORT", "MLLP port of rwe hl7 listen (2575 is HL7's registered port).",
+                             default=2575)
+    hl7_facilities: str = _setting(
+        "RWE_HL7_FACILITIES", "Sending facility (MSH-4.1) to site id, e.g. AMC=NL-AMC,CHARITE=DE-CHA; a facility "
+        "not listed must be a site id itself.", default="")
     log_level: str = _setting("RWE_LOG_LEVEL", "DEBUG, INFO, WARNING or ERROR.", default="INFO")
     kafka: Mapping[str, str] = _setting(
         "RWE_KAFKA_*", "Passed to every Kafka client: RWE_KAFKA_SECURITY_PROTOCOL=SASL_SSL becomes "
@@ -193,8 +200,10 @@ class Settings:
         for name, maximum in (("batch_size", 1_000_000), ("session_timeout_ms", 3_600_000)):  # librdkafka's
             if getattr(self, name) > maximum:
                 raise ConfigError(f"{_env_of(name)} must be at most {maximum:,}, not {getattr(self, name):,}")
-        if not 0 <= self.metrics_port <= 65535:
-            raise ConfigError(f"RWE_METRICS_PORT must be a port number, not {self.metrics_port}")
+        for name in ("metrics_port", "hl7_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{_env_of(name)} must be a port number, not {getattr(self, name)}")
+        self.facility_sites  # noqa: B018 - parses RWE_HL7_FACILITIES: a bad mapping is one line here
         if self.revision_horizon < self.allowed_lateness:
             raise ConfigError(f"RWE_REVISION_HORIZON ({self.revision_horizon:g} s) must be at least "
                               f"RWE_ALLOWED_LATENESS ({self.allowed_lateness:g} s)")
@@ -222,6 +231,17 @@ class Settings:
                               f"{self.dead_letter_encryption!r}")
         if self.pseudonym_key is not None and len(self.pseudonym_key) < 32:
             raise ConfigError("RWE_PSEUDONYM_KEY must be at least 32 characters")
+
+    @property
+    def facility_sites(self) -> dict[str, str]:
+        """RWE_HL7_FACILITIES as a mapping from sending facility to site id."""
+        mapping = {}
+        for pair in filter(None, (p.strip() for p in self.hl7_facilities.split(","))):
+            facility, sep, site = (part.strip() for part in pair.partition("="))
+            if not sep or not facility or not site:
+                raise ConfigError(f"RWE_HL7_FACILITIES: {pair!r} is not FACILITY=SITE")
+            mapping[facility] = site
+        return mapping
 
     def resolve_key(self) -> tuple[bytes, bool]:
         """The pseudonymisation key and whether it is a generated dev key.

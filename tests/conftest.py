@@ -23,7 +23,8 @@ def clinical_event(**overrides: Any) -> dict[str, Any]:
         "recorded_time": 1_735_733_400_000_000, "time_zone": "Europe/Amsterdam",
         "code_system": "ICD-10", "code": "I50.9", "value": None, "unit": None, "coded_value": None,
         "admission_type": "EMERGENCY", "disposition": None, "birth_year": 1948, "sex": "FEMALE",
-        "prom": None, "patient_name": "Jan Jansen", "address": "Dam 1, Amsterdam", "note": "free text",
+        "prom": None, "pseudonymised": False, "patient_name": "Jan Jansen", "address": "Dam 1, Amsterdam",
+        "note": "free text",
     }
     event.update(overrides)
     return event

@@ -138,6 +138,27 @@ def cmd_publish(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_hl7(args: argparse.Namespace) -> int:
+    from streams.ingest.hl7_listener import build_endpoint, listen
+
+    flags = {"hl7_host": args.host, "hl7_port": args.port}
+    settings = settings_from(args, **{name: v for name, v in flags.items() if v is not None})
+    if args.action == "import":
+        from streams.ingest.hl7_import import import_files
+
+        if not args.files:
+            raise ConfigError("hl7 import needs at least one FILE of HL7 v2 messages")
+        return import_files(settings, build_endpoint(settings), [Path(f) for f in args.files],
+                            Path(args.checkpoint), args.in_flight)
+    if args.files:
+        raise ConfigError("hl7 listen takes no FILE (did you mean rwe hl7 import?)")
+    endpoint = build_endpoint(settings)
+    if settings.metrics_port:
+        endpoint.gateway.metrics.serve(settings.metrics_port, settings.metrics_host)
+    listen(settings, endpoint, settings.hl7_host, settings.hl7_port)
+    return 0
+
+
 def cmd_dlq(args: argparse.Namespace) -> int:
     from streams.cli import dlq
 
@@ -293,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("file", help="Avro container file of rwe.events.ClinicalEvent (e.g. from rwe simulate --out)")
     p.add_argument("--batch", type=int, default=0, help="events per Kafka message (Avro container); 0: one each")
     p.add_argument("--topic", default=None, help="target topic (default: the raw topic)")
+
+    p = add("hl7", cmd_hl7, "HL7 v2 in: listen for MLLP connections, or import files of messages (backfills).")
+    p.add_argument("action", choices=["listen", "import"])
+    p.add_argument("files", nargs="*", metavar="FILE", help="import: files of HL7 v2 messages (batch and file "
+                   "headers, MLLP framing and any line ends allowed)")
+    p.add_argument("--host", default=None, help="listen: address (default RWE_HL7_HOST)")
+    p.add_argument("--port", type=int, default=None, help="listen: MLLP port (default RWE_HL7_PORT; 0: a free one)")
+    p.add_argument("--checkpoint", default="rwe-hl7-import.json",
+                   help="import: where the messages already answered are recorded, so a rerun resumes after them")
+    p.add_argument("--in-flight", type=int, default=1000, help="import: messages awaiting the broker at once")
 
     p = add("dlq", cmd_dlq, "Inspect the dead-letter topic, or replay dead letters after a fix.")
     p.add_argument("action", choices=["inspect", "replay"])

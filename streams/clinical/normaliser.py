@@ -98,14 +98,18 @@ class ClinicalNormaliser:
         if birth_year is not None and not FIRST_BIRTH_YEAR <= birth_year <= self.max_birth_year:
             raise Rejected(Reason.OUT_OF_RANGE, f"birth year {birth_year} is implausible")
 
-        pseudonyms = self.pseudonymiser
+        if event.get("pseudonymised"):  # an ingest endpoint of the engine applied the same key already
+            patient, encounter_pseudonym = patient_id, encounter or None
+        else:
+            patient = self.pseudonymiser.patient(patient_id, event.get("patient_id_issuer"), site_id)
+            encounter_pseudonym = self.pseudonymiser.encounter(encounter, site_id) if encounter else None
         return {
             "event_id": event_id,
             "site_id": site_id,
             "region": site.region,
             "country": site.country,
-            "patient_pseudonym": pseudonyms.patient(patient_id, event.get("patient_id_issuer"), site_id),
-            "encounter_pseudonym": pseudonyms.encounter(encounter, site_id) if encounter else None,
+            "patient_pseudonym": patient,
+            "encounter_pseudonym": encounter_pseudonym,
             "event_type": event_type,
             "event_time": event_time,
             "recorded_time": recorded_time,

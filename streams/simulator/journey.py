@@ -156,6 +156,7 @@ class Journey:
             "birth_year": p.birth_year,
             "sex": p.sex,
             "prom": prom,
+            "pseudonymised": False,
             "patient_name": p.name if prof.fills_name else None,
             "address": p.address if prof.fills_address else None,
             "note": note,

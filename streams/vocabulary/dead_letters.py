@@ -33,6 +33,9 @@ class Reason(StrEnum):
     INVALID_OBSERVATION = "invalid_observation"  # an OutcomeObservation the later stages cannot use
     UNPUBLISHABLE = "unpublishable"            # an output the broker refused (too large, invalid): kept here
     BEYOND_REVISION_HORIZON = "beyond_revision_horizon"  # older than RWE_REVISION_HORIZON behind the newest event
+    UNPARSEABLE = "unparseable"                # not an HL7 v2 message (no MSH segment, no separators)
+    UNSUPPORTED_MESSAGE = "unsupported_message"  # an HL7 v2 message type or trigger the engine does not map
+    PATIENT_MERGE = "patient_merge"            # ADT^A40: kept for the data steward, histories are not merged
 
 
 @dataclass(frozen=True, slots=True)

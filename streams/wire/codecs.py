@@ -16,26 +16,27 @@ from streams.wire.primitives import zigzag as _zz
 _pack_double: Final = struct.Struct("<d").pack
 _unpack_double: Final = struct.Struct("<d").unpack_from
 
-_c0_e0: Final[dict[Any, bytes]] = {}
+_c0_e0: Final[Any] = False
 _c1_e0: Final[dict[Any, bytes]] = {}
 _c2_e0: Final[dict[Any, bytes]] = {}
 _c3_e0: Final[dict[Any, bytes]] = {}
 _c4_e0: Final[dict[Any, bytes]] = {}
-_c5_e0: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10', 'WARD_TRANSFER': b'\x12', 'CARE_HOME_ADMISSION': b'\x14'}
-_c6_e0: Final[dict[Any, bytes]] = {}
+_c5_e0: Final[dict[Any, bytes]] = {}
+_c6_e0: Final[dict[Any, bytes]] = {'ADMISSION': b'\x00', 'DISCHARGE': b'\x02', 'DIAGNOSIS': b'\x04', 'PROCEDURE': b'\x06', 'LAB_RESULT': b'\x08', 'MEDICATION': b'\n', 'PROM_RESPONSE': b'\x0c', 'DEATH': b'\x0e', 'UNKNOWN': b'\x10', 'WARD_TRANSFER': b'\x12', 'CARE_HOME_ADMISSION': b'\x14'}
 _c7_e0: Final[dict[Any, bytes]] = {}
 _c8_e0: Final[dict[Any, bytes]] = {}
 _c9_e0: Final[dict[Any, bytes]] = {}
 _c10_e0: Final[dict[Any, bytes]] = {}
 _c11_e0: Final[dict[Any, bytes]] = {}
-_c12_e0: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
-_c13_e0: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
-_c14_e0: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
-_c15_e0: Final[dict[Any, bytes]] = {}
+_c12_e0: Final[dict[Any, bytes]] = {}
+_c13_e0: Final[dict[Any, bytes]] = {'EMERGENCY': b'\x00', 'ELECTIVE': b'\x02', 'UNKNOWN': b'\x04'}
+_c14_e0: Final[dict[Any, bytes]] = {'HOME': b'\x00', 'TRANSFER': b'\x02', 'DEATH': b'\x04', 'LONG_TERM_CARE': b'\x06', 'OTHER': b'\x08', 'UNKNOWN': b'\n'}
+_c15_e0: Final[dict[Any, bytes]] = {'FEMALE': b'\x00', 'MALE': b'\x02', 'OTHER': b'\x04', 'UNKNOWN': b'\x06'}
 _c16_e0: Final[dict[Any, bytes]] = {}
 _c17_e0: Final[dict[Any, bytes]] = {}
 _c18_e0: Final[dict[Any, bytes]] = {}
 _c19_e0: Final[dict[Any, bytes]] = {}
+_c20_e0: Final[dict[Any, bytes]] = {}
 
 
 def encode_0(rec: Any) -> bytes:
@@ -61,43 +62,44 @@ def encode_0(rec: Any) -> bytes:
     v20: Any
     v21: Any
     v22: Any
-    b23: bytes
-    x24: bytes | None
-    b25: bytes
-    x26: bytes | None
-    b27: bytes
-    x28: bytes | None
-    b29: bytes
-    x30: bytes | None
-    b31: bytes
-    x32: bytes | None
-    b33: bytes
-    x34: bytes | None
-    b35: bytes
-    x36: bytes | None
-    b37: bytes
-    x38: bytes | None
-    b39: bytes
-    x40: bytes | None
-    v41: Any
+    v23: Any
+    b24: bytes
+    x25: bytes | None
+    b26: bytes
+    x27: bytes | None
+    b28: bytes
+    x29: bytes | None
+    b30: bytes
+    x31: bytes | None
+    b32: bytes
+    x33: bytes | None
+    b34: bytes
+    x35: bytes | None
+    b36: bytes
+    x37: bytes | None
+    b38: bytes
+    x39: bytes | None
+    b40: bytes
+    x41: bytes | None
     v42: Any
-    b43: bytes
-    x44: bytes | None
-    b45: bytes
-    x46: bytes | None
-    v47: Any
+    v43: Any
+    b44: bytes
+    x45: bytes | None
+    b46: bytes
+    x47: bytes | None
     v48: Any
     v49: Any
-    b50: bytes
-    x51: bytes | None
-    b52: bytes
-    x53: bytes | None
-    b54: bytes
-    x55: bytes | None
-    b56: bytes
-    x57: bytes | None
-    b58: bytes
-    x59: bytes | None
+    v50: Any
+    b51: bytes
+    x52: bytes | None
+    b53: bytes
+    x54: bytes | None
+    b55: bytes
+    x56: bytes | None
+    b57: bytes
+    x58: bytes | None
+    b59: bytes
+    x60: bytes | None
     out: list[bytes] = []
     if isinstance(rec, dict):
         v1 = rec.get('event_id')
@@ -119,90 +121,91 @@ def encode_0(rec: Any) -> bytes:
         v17 = rec.get('birth_year')
         v18 = rec.get('sex')
         v19 = rec.get('prom')
-        v20 = rec.get('patient_name')
-        v21 = rec.get('address')
-        v22 = rec.get('note')
+        v20 = rec.get('pseudonymised', _c0_e0)
+        v21 = rec.get('patient_name')
+        v22 = rec.get('address')
+        v23 = rec.get('note')
     else:
-        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22 = rec
-    x24 = _c0_e0.get(v1)
-    if x24 is None:
-        b23 = v1.encode()
-        x24 = (_small[len(b23)] if len(b23) < 8192 else _zz(len(b23))) + b23
-        if len(_c0_e0) < 256:
-            _c0_e0[v1] = x24
-    out.append(x24)
-    x26 = _c1_e0.get(v2)
-    if x26 is None:
-        b25 = v2.encode()
-        x26 = (_small[len(b25)] if len(b25) < 8192 else _zz(len(b25))) + b25
+        v1, v2, v3, v4, v5, v6, v7, v8, v9, v10, v11, v12, v13, v14, v15, v16, v17, v18, v19, v20, v21, v22, v23 = rec
+    x25 = _c1_e0.get(v1)
+    if x25 is None:
+        b24 = v1.encode()
+        x25 = (_small[len(b24)] if len(b24) < 8192 else _zz(len(b24))) + b24
         if len(_c1_e0) < 256:
-            _c1_e0[v2] = x26
-    out.append(x26)
-    x28 = _c2_e0.get(v3)
-    if x28 is None:
-        b27 = v3.encode()
-        x28 = (_small[len(b27)] if len(b27) < 8192 else _zz(len(b27))) + b27
+            _c1_e0[v1] = x25
+    out.append(x25)
+    x27 = _c2_e0.get(v2)
+    if x27 is None:
+        b26 = v2.encode()
+        x27 = (_small[len(b26)] if len(b26) < 8192 else _zz(len(b26))) + b26
         if len(_c2_e0) < 256:
-            _c2_e0[v3] = x28
-    out.append(x28)
+            _c2_e0[v2] = x27
+    out.append(x27)
+    x29 = _c3_e0.get(v3)
+    if x29 is None:
+        b28 = v3.encode()
+        x29 = (_small[len(b28)] if len(b28) < 8192 else _zz(len(b28))) + b28
+        if len(_c3_e0) < 256:
+            _c3_e0[v3] = x29
+    out.append(x29)
     if v4 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x30 = _c3_e0.get(v4)
-        if x30 is None:
-            b29 = v4.encode()
-            x30 = (_small[len(b29)] if len(b29) < 8192 else _zz(len(b29))) + b29
-            if len(_c3_e0) < 256:
-                _c3_e0[v4] = x30
-        out.append(x30)
+        x31 = _c4_e0.get(v4)
+        if x31 is None:
+            b30 = v4.encode()
+            x31 = (_small[len(b30)] if len(b30) < 8192 else _zz(len(b30))) + b30
+            if len(_c4_e0) < 256:
+                _c4_e0[v4] = x31
+        out.append(x31)
     if v5 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x32 = _c4_e0.get(v5)
-        if x32 is None:
-            b31 = v5.encode()
-            x32 = (_small[len(b31)] if len(b31) < 8192 else _zz(len(b31))) + b31
-            if len(_c4_e0) < 256:
-                _c4_e0[v5] = x32
-        out.append(x32)
-    out.append(_c5_e0[v6])
+        x33 = _c5_e0.get(v5)
+        if x33 is None:
+            b32 = v5.encode()
+            x33 = (_small[len(b32)] if len(b32) < 8192 else _zz(len(b32))) + b32
+            if len(_c5_e0) < 256:
+                _c5_e0[v5] = x33
+        out.append(x33)
+    out.append(_c6_e0[v6])
     out.append(_small[v7] if 0 <= v7 < 8192 else _zz(v7))
     out.append(_small[v8] if 0 <= v8 < 8192 else _zz(v8))
     if v9 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x34 = _c6_e0.get(v9)
-        if x34 is None:
-            b33 = v9.encode()
-            x34 = (_small[len(b33)] if len(b33) < 8192 else _zz(len(b33))) + b33
-            if len(_c6_e0) < 256:
-                _c6_e0[v9] = x34
-        out.append(x34)
+        x35 = _c7_e0.get(v9)
+        if x35 is None:
+            b34 = v9.encode()
+            x35 = (_small[len(b34)] if len(b34) < 8192 else _zz(len(b34))) + b34
+            if len(_c7_e0) < 256:
+                _c7_e0[v9] = x35
+        out.append(x35)
     if v10 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x36 = _c7_e0.get(v10)
-        if x36 is None:
-            b35 = v10.encode()
-            x36 = (_small[len(b35)] if len(b35) < 8192 else _zz(len(b35))) + b35
-            if len(_c7_e0) < 256:
-                _c7_e0[v10] = x36
-        out.append(x36)
+        x37 = _c8_e0.get(v10)
+        if x37 is None:
+            b36 = v10.encode()
+            x37 = (_small[len(b36)] if len(b36) < 8192 else _zz(len(b36))) + b36
+            if len(_c8_e0) < 256:
+                _c8_e0[v10] = x37
+        out.append(x37)
     if v11 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x38 = _c8_e0.get(v11)
-        if x38 is None:
-            b37 = v11.encode()
-            x38 = (_small[len(b37)] if len(b37) < 8192 else _zz(len(b37))) + b37
-            if len(_c8_e0) < 256:
-                _c8_e0[v11] = x38
-        out.append(x38)
+        x39 = _c9_e0.get(v11)
+        if x39 is None:
+            b38 = v11.encode()
+            x39 = (_small[len(b38)] if len(b38) < 8192 else _zz(len(b38))) + b38
+            if len(_c9_e0) < 256:
+                _c9_e0[v11] = x39
+        out.append(x39)
     if v12 is None:
         out.append(b'\x00')
     else:
@@ -212,50 +215,50 @@ def encode_0(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x40 = _c9_e0.get(v13)
-        if x40 is None:
-            b39 = v13.encode()
-            x40 = (_small[len(b39)] if len(b39) < 8192 else _zz(len(b39))) + b39
-            if len(_c9_e0) < 256:
-                _c9_e0[v13] = x40
-        out.append(x40)
+        x41 = _c10_e0.get(v13)
+        if x41 is None:
+            b40 = v13.encode()
+            x41 = (_small[len(b40)] if len(b40) < 8192 else _zz(len(b40))) + b40
+            if len(_c10_e0) < 256:
+                _c10_e0[v13] = x41
+        out.append(x41)
     if v14 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
         if isinstance(v14, dict):
-            v41 = v14.get('system')
-            v42 = v14.get('code')
+            v42 = v14.get('system')
+            v43 = v14.get('code')
         else:
-            v41, v42 = v14
-        if v41 is None:
+            v42, v43 = v14
+        if v42 is None:
             out.append(b'\x00')
         else:
             out.append(b'\x02')
-            x44 = _c10_e0.get(v41)
-            if x44 is None:
-                b43 = v41.encode()
-                x44 = (_small[len(b43)] if len(b43) < 8192 else _zz(len(b43))) + b43
-                if len(_c10_e0) < 256:
-                    _c10_e0[v41] = x44
-            out.append(x44)
-        x46 = _c11_e0.get(v42)
-        if x46 is None:
-            b45 = v42.encode()
-            x46 = (_small[len(b45)] if len(b45) < 8192 else _zz(len(b45))) + b45
-            if len(_c11_e0) < 256:
-                _c11_e0[v42] = x46
-        out.append(x46)
+            x45 = _c11_e0.get(v42)
+            if x45 is None:
+                b44 = v42.encode()
+                x45 = (_small[len(b44)] if len(b44) < 8192 else _zz(len(b44))) + b44
+                if len(_c11_e0) < 256:
+                    _c11_e0[v42] = x45
+            out.append(x45)
+        x47 = _c12_e0.get(v43)
+        if x47 is None:
+            b46 = v43.encode()
+            x47 = (_small[len(b46)] if len(b46) < 8192 else _zz(len(b46))) + b46
+            if len(_c12_e0) < 256:
+                _c12_e0[v43] = x47
+        out.append(x47)
     if v15 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c12_e0[v15])
+        out.append(_c13_e0[v15])
     if v16 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c13_e0[v16])
+        out.append(_c14_e0[v16])
     if v17 is None:
         out.append(b'\x00')
     else:
@@ -265,65 +268,66 @@ def encode_0(rec: Any) -> bytes:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        out.append(_c14_e0[v18])
+        out.append(_c15_e0[v18])
     if v19 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
         if isinstance(v19, dict):
-            v47 = v19.get('instrument')
-            v48 = v19.get('domain')
-            v49 = v19.get('score')
+            v48 = v19.get('instrument')
+            v49 = v19.get('domain')
+            v50 = v19.get('score')
         else:
-            v47, v48, v49 = v19
-        x51 = _c15_e0.get(v47)
-        if x51 is None:
-            b50 = v47.encode()
-            x51 = (_small[len(b50)] if len(b50) < 8192 else _zz(len(b50))) + b50
-            if len(_c15_e0) < 256:
-                _c15_e0[v47] = x51
-        out.append(x51)
-        x53 = _c16_e0.get(v48)
-        if x53 is None:
-            b52 = v48.encode()
-            x53 = (_small[len(b52)] if len(b52) < 8192 else _zz(len(b52))) + b52
+            v48, v49, v50 = v19
+        x52 = _c16_e0.get(v48)
+        if x52 is None:
+            b51 = v48.encode()
+            x52 = (_small[len(b51)] if len(b51) < 8192 else _zz(len(b51))) + b51
             if len(_c16_e0) < 256:
-                _c16_e0[v48] = x53
-        out.append(x53)
-        out.append(_pack_double(v49))
-    if v20 is None:
-        out.append(b'\x00')
-    else:
-        out.append(b'\x02')
-        x55 = _c17_e0.get(v20)
-        if x55 is None:
-            b54 = v20.encode()
-            x55 = (_small[len(b54)] if len(b54) < 8192 else _zz(len(b54))) + b54
+                _c16_e0[v48] = x52
+        out.append(x52)
+        x54 = _c17_e0.get(v49)
+        if x54 is None:
+            b53 = v49.encode()
+            x54 = (_small[len(b53)] if len(b53) < 8192 else _zz(len(b53))) + b53
             if len(_c17_e0) < 256:
-                _c17_e0[v20] = x55
-        out.append(x55)
+                _c17_e0[v49] = x54
+        out.append(x54)
+        out.append(_pack_double(v50))
+    out.append(b'\x01' if v20 else b'\x00')
     if v21 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x57 = _c18_e0.get(v21)
-        if x57 is None:
-            b56 = v21.encode()
-            x57 = (_small[len(b56)] if len(b56) < 8192 else _zz(len(b56))) + b56
+        x56 = _c18_e0.get(v21)
+        if x56 is None:
+            b55 = v21.encode()
+            x56 = (_small[len(b55)] if len(b55) < 8192 else _zz(len(b55))) + b55
             if len(_c18_e0) < 256:
-                _c18_e0[v21] = x57
-        out.append(x57)
+                _c18_e0[v21] = x56
+        out.append(x56)
     if v22 is None:
         out.append(b'\x00')
     else:
         out.append(b'\x02')
-        x59 = _c19_e0.get(v22)
-        if x59 is None:
-            b58 = v22.encode()
-            x59 = (_small[len(b58)] if len(b58) < 8192 else _zz(len(b58))) + b58
+        x58 = _c19_e0.get(v22)
+        if x58 is None:
+            b57 = v22.encode()
+            x58 = (_small[len(b57)] if len(b57) < 8192 else _zz(len(b57))) + b57
             if len(_c19_e0) < 256:
-                _c19_e0[v22] = x59
-        out.append(x59)
+                _c19_e0[v22] = x58
+        out.append(x58)
+    if v23 is None:
+        out.append(b'\x00')
+    else:
+        out.append(b'\x02')
+        x60 = _c20_e0.get(v23)
+        if x60 is None:
+            b59 = v23.encode()
+            x60 = (_small[len(b59)] if len(b59) < 8192 else _zz(len(b59))) + b59
+            if len(_c20_e0) < 256:
+                _c20_e0[v23] = x60
+        out.append(x60)
     return b''.join(out)
 
 
@@ -390,14 +394,15 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     s54: int
     f55: Any
     f56: Any
-    u57: int
-    s58: int
-    f59: Any
-    u60: int
-    s61: int
-    f62: Any
-    u63: int
-    s64: int
+    f57: Any
+    u58: int
+    s59: int
+    f60: Any
+    u61: int
+    s62: int
+    f63: Any
+    u64: int
+    s65: int
     end = len(d)
     b = d[p]
     if b < 0x80:
@@ -744,69 +749,74 @@ def decode_0(d: bytes, p: int) -> tuple[Any, int]:
     else:
         raise ValueError('union branch ' + str(u50) + ' out of range')
     b = d[p]
-    if b < 0x80:
-        u57 = (b >> 1) ^ -(b & 1)
-        p += 1
-    else:
-        u57, p = _read_long(d, p)
-    if u57 == 0:
-        f56 = None
-    elif u57 == 1:
-        b = d[p]
-        if b < 0x80:
-            s58 = (b >> 1) ^ -(b & 1)
-            p += 1
-        else:
-            s58, p = _read_long(d, p)
-        if s58 < 0 or p + s58 > end:
-            raise ValueError('string run past the end of the data')
-        f56 = d[p:p + s58].decode()
-        p += s58
-    else:
-        raise ValueError('union branch ' + str(u57) + ' out of range')
+    if b > 1:
+        raise ValueError('boolean byte is not 0 or 1')
+    f56 = b == 1
+    p += 1
     b = d[p]
     if b < 0x80:
-        u60 = (b >> 1) ^ -(b & 1)
+        u58 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u60, p = _read_long(d, p)
-    if u60 == 0:
-        f59 = None
-    elif u60 == 1:
+        u58, p = _read_long(d, p)
+    if u58 == 0:
+        f57 = None
+    elif u58 == 1:
         b = d[p]
         if b < 0x80:
-            s61 = (b >> 1) ^ -(b & 1)
+            s59 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s61, p = _read_long(d, p)
-        if s61 < 0 or p + s61 > end:
+            s59, p = _read_long(d, p)
+        if s59 < 0 or p + s59 > end:
             raise ValueError('string run past the end of the data')
-        f59 = d[p:p + s61].decode()
-        p += s61
+        f57 = d[p:p + s59].decode()
+        p += s59
     else:
-        raise ValueError('union branch ' + str(u60) + ' out of range')
+        raise ValueError('union branch ' + str(u58) + ' out of range')
     b = d[p]
     if b < 0x80:
-        u63 = (b >> 1) ^ -(b & 1)
+        u61 = (b >> 1) ^ -(b & 1)
         p += 1
     else:
-        u63, p = _read_long(d, p)
-    if u63 == 0:
-        f62 = None
-    elif u63 == 1:
+        u61, p = _read_long(d, p)
+    if u61 == 0:
+        f60 = None
+    elif u61 == 1:
         b = d[p]
         if b < 0x80:
-            s64 = (b >> 1) ^ -(b & 1)
+            s62 = (b >> 1) ^ -(b & 1)
             p += 1
         else:
-            s64, p = _read_long(d, p)
-        if s64 < 0 or p + s64 > end:
+            s62, p = _read_long(d, p)
+        if s62 < 0 or p + s62 > end:
             raise ValueError('string run past the end of the data')
-        f62 = d[p:p + s64].decode()
-        p += s64
+        f60 = d[p:p + s62].decode()
+        p += s62
     else:
-        raise ValueError('union branch ' + str(u63) + ' out of range')
-    rec = {'event_id': f1, 'site_id': f3, 'source_patient_id': f5, 'patient_id_issuer': f7, 'encounter_id': f10, 'event_type': f13, 'event_time': f15, 'recorded_time': f16, 'time_zone': f17, 'code_system': f20, 'code': f23, 'value': f26, 'unit': f28, 'coded_value': f31, 'admission_type': f38, 'disposition': f41, 'birth_year': f44, 'sex': f46, 'prom': f49, 'patient_name': f56, 'address': f59, 'note': f62}
+        raise ValueError('union branch ' + str(u61) + ' out of range')
+    b = d[p]
+    if b < 0x80:
+        u64 = (b >> 1) ^ -(b & 1)
+        p += 1
+    else:
+        u64, p = _read_long(d, p)
+    if u64 == 0:
+        f63 = None
+    elif u64 == 1:
+        b = d[p]
+        if b < 0x80:
+            s65 = (b >> 1) ^ -(b & 1)
+            p += 1
+        else:
+            s65, p = _read_long(d, p)
+        if s65 < 0 or p + s65 > end:
+            raise ValueError('string run past the end of the data')
+        f63 = d[p:p + s65].decode()
+        p += s65
+    else:
+        raise ValueError('union branch ' + str(u64) + ' out of range')
+    rec = {'event_id': f1, 'site_id': f3, 'source_patient_id': f5, 'patient_id_issuer': f7, 'encounter_id': f10, 'event_type': f13, 'event_time': f15, 'recorded_time': f16, 'time_zone': f17, 'code_system': f20, 'code': f23, 'value': f26, 'unit': f28, 'coded_value': f31, 'admission_type': f38, 'disposition': f41, 'birth_year': f44, 'sex': f46, 'prom': f49, 'pseudonymised': f56, 'patient_name': f57, 'address': f60, 'note': f63}
     return rec, p
 
 
@@ -5207,7 +5217,7 @@ def decode_8(d: bytes, p: int) -> tuple[Any, int]:
 
 
 CODECS: dict[str, dict[str, Callable[..., Any]]] = {
-    "8d697e0aa4c2b7c009f0ce7ae81e2bf65f564c5f": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
+    "ab65f86afd218490ec5e07bec1850863d32e0a90": {"encode": encode_0, "decode": decode_0},  # rwe.events.ClinicalEvent
     "266bfa1f774e0c1333105f81584eecfd46b3a0d7": {"encode": encode_1, "decode": decode_1},  # rwe.events.NormalisedEvent
     "74e5443f6e4ccbc44a3f6f9ec048c21e4d526b1b": {"encode": encode_2, "decode": decode_2},  # rwe.internal.AggregateDelta
     "b1b36d084e1991391555ef3fb31d298e001e4c8a": {"encode": encode_3, "decode": decode_3},  # rwe.internal.AscertainDelta

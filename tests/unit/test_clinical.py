@@ -121,6 +121,16 @@ def test_national_id_links_a_patient_across_sites(normaliser: ClinicalNormaliser
     assert a["encounter_pseudonym"] != b["encounter_pseudonym"]
 
 
+def test_ids_an_ingest_endpoint_pseudonymised_are_kept_as_they_are(normaliser: ClinicalNormaliser) -> None:
+    pseudonyms = Pseudonymiser(b"k" * 40)
+    patient, encounter = pseudonyms.patient("123", "NHI-NL", "NL-AMC"), pseudonyms.encounter("ENC-1", "NL-AMC")
+    clear = normaliser.normalise(clinical_event(source_patient_id="123", patient_id_issuer="NHI-NL"), INGEST)
+    ingested = normaliser.normalise(clinical_event(source_patient_id=patient, encounter_id=encounter,
+                                                   pseudonymised=True), INGEST)
+    assert (ingested["patient_pseudonym"], ingested["encounter_pseudonym"]) == (patient, encounter)
+    assert (clear["patient_pseudonym"], clear["encounter_pseudonym"]) == (patient, encounter)
+
+
 def test_a_malformed_code_is_not_a_missing_one(normaliser: ClinicalNormaliser) -> None:
     assert reject_reason(normaliser, event_type="DIAGNOSIS", code="§§ not a code §§") == "invalid_code"
 

@@ -83,7 +83,7 @@ def event(**changes: Any) -> dict[str, Any]:
         "event_time": 1_700_000_000_000_000, "recorded_time": 1_700_000_060_000_000,
         "time_zone": "Europe/Berlin", "code_system": "LOINC", "code": "2160-0", "value": 1.2,
         "unit": "mg/dL", "coded_value": None, "admission_type": None, "disposition": None, "birth_year": 1950,
-        "sex": "FEMALE", "prom": None, "patient_name": None, "address": None, "note": None,
+        "sex": "FEMALE", "prom": None, "pseudonymised": False, "patient_name": None, "address": None, "note": None,
     }
     record.update(changes)
     return record
